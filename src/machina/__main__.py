@@ -1,0 +1,3 @@
+from machina.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,330 @@
+"""The command line: parses arguments, runs a command, prints errors, picks exit codes.
+
+The only module that prints errors or exits. Heavy modules (qemu.qmp, pyroute2, asyncio)
+are imported inside the commands that need them, so `args`, `cat` and `generate` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from machina.config.load import ConfigDir
+from machina.core import Configs
+from machina.errors import Failure, MachinaError
+
+DESCRIPTION = "Manages kernel virtual machines via QEMU."
+
+
+class UsageError(Exception):
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self, message)
+
+
+# --- commands ----------------------------------------------------------------------------
+
+def cmd_args(cfg: Configs, ns: argparse.Namespace) -> int:
+    from machina.qemu.argv import render_args_text
+
+    built = cfg.build_all(ns.machines)
+    out = []
+    for i, b in enumerate(built):
+        if i:
+            out.append("\n")
+        if len(built) > 1:
+            out.append(f"----{b.machine.name}----\n")
+        out.append(render_args_text(b.plan.options()) + "\n")
+    sys.stdout.write("".join(out))
+    return 0
+
+
+def cmd_cat(cfg: Configs, ns: argparse.Namespace) -> int:
+    from machina.summary import machine_summary, system_summary
+
+    results: list[tuple[str, str]] = []
+    for arg in ns.machines:
+        if arg == "system":
+            results.append(("system", system_summary(cfg.host())))
+        else:
+            m = cfg.machine(arg)
+            results.append((m.name, machine_summary(m)))
+    if len(results) == 1:
+        sys.stdout.write(results[0][1] + "\n")
+    else:
+        sys.stdout.write("".join(f"----{name}----\n{text}\n" for name, text in results))
+    return 0
+
+
+def cmd_generate(cfg: Configs, ns: argparse.Namespace) -> int:
+    from machina.systemd.render import render_unit
+
+    built = cfg.build_all(ns.machines)
+    units = [(b.machine.name, render_unit(b.machine.name, b.plan.options()).render())
+             for b in built]
+    if ns.preview:
+        out = []
+        for i, (name, text) in enumerate(units):
+            if i:
+                out.append("\n")
+            if len(units) > 1:
+                out.append(f"----{name}----\n")
+            out.append(text)
+        sys.stdout.write("".join(out))
+        return 0
+    from machina.runtime import units as unitfiles
+
+    unitfiles.write_units(units, ns.unit_dir, reload=ns.unit_dir is None and not ns.no_reload)
+    return 0
+
+
+def cmd_list(cfg: Configs, ns: argparse.Namespace) -> int:
+    from machina.runtime.listing import list_machines
+
+    sys.stdout.write(list_machines(cfg, live=not ns.offline))
+    return 0
+
+
+def cmd_gen_id(cfg: Configs, ns: argparse.Namespace) -> int:
+    from machina.identity import random_machine_id
+
+    print(random_machine_id())
+    return 0
+
+
+def cmd_gen_mac(cfg: Configs, ns: argparse.Namespace) -> int:
+    from machina.identity import random_mac
+
+    print(random_mac())
+    return 0
+
+
+def _runtime(name: str) -> Callable[[Configs, argparse.Namespace], int]:
+    def run(cfg: Configs, ns: argparse.Namespace) -> int:
+        from machina.runtime import commands
+
+        func: Callable[[Configs, argparse.Namespace], int] = getattr(commands, name)
+        return func(cfg, ns)
+    return run
+
+
+# --- the parser --------------------------------------------------------------------------
+
+COMMANDS: list[tuple[str, str, str, str]] = [
+    # name, positional form, description, argument help
+    ("install", "", "Installs the machina command in the system path.", ""),
+    ("init", "", "Prepares the system-wide machina configuration directories.", ""),
+    ("cat", "[<machines> ...]", "Displays the machina configuration for virtual machines.",
+     "Virtual machines to print (\"system\" prints the host configuration)."),
+    ("list", "", "Lists all of the virtual machines present.", ""),
+    ("status", "<machines> ...", "Displays the systemd unit status for virtual machines.",
+     "Virtual machines to report the status of."),
+    ("observe", "<machines> ...", "Reports QMP events for virtual machines.",
+     "Virtual machines to observe."),
+    ("generate", "<machines> ...",
+     "Generates systemd unit configuration files from "
+     "/etc/machina/machine.conf.d/*.conf.json.", "Virtual machines to generate units for."),
+    ("enable", "<machines> ...", "Enables the systemd units for virtual machines.",
+     "Virtual machines to enable."),
+    ("disable", "<machines> ...", "Disables the systemd units for virtual machines.",
+     "Virtual machines to disable."),
+    ("start", "<machines> ...", "Starts the systemd units for virtual machines.",
+     "Virtual machines to start."),
+    ("stop", "<machines> ...", "Stops the systemd units for virtual machines.",
+     "Virtual machines to stop."),
+    ("shutdown", "<machines> ...", "Sends a shutdown command to one or more virtual machines.",
+     "Virtual machines to shut down gracefully."),
+    ("prepare", "<machines> ...", "Prepares the host environment for a virtual machine to start.",
+     "Virtual machines to prepare."),
+    ("teardown", "<machines> ...", "Removes host resources prepared for a virtual machine.",
+     "Virtual machines to tear down."),
+    ("connect", "<machines-or-connections> ...",
+     "Connects a whole virtual machine or individual connections to the network.",
+     "Machines or individual connections to bridge. Use MACHINE or MACHINE.CONN."),
+    ("disconnect", "<machines-or-connections> ...",
+     "Disconnects a whole virtual machine or individual connections from the network.",
+     "Machines or individual connections to remove from the bridge. Use MACHINE or "
+     "MACHINE.CONN."),
+    ("query", "", "Queries virtual machines via the QMP protocol.", ""),
+    ("gen-id", "", "Generate a random machine identifier.", ""),
+    ("gen-mac", "", "Generate a random MAC hardware address.", ""),
+    ("args", "<machines> ...", "Displays the QEMU arguments for virtual machines.",
+     "Virtual machines to show QEMU arguments for."),
+    ("run", "[<machine>]", "Run a virtual machine directly via QEMU.",
+     "Virtual machine to run."),
+]
+
+HANDLERS: dict[str, Callable[[Configs, argparse.Namespace], int]] = {
+    "args": cmd_args,
+    "cat": cmd_cat,
+    "generate": cmd_generate,
+    "list": cmd_list,
+    "gen-id": cmd_gen_id,
+    "gen-mac": cmd_gen_mac,
+}
+for _name in ("install", "init", "status", "observe", "enable", "disable", "start", "stop",
+              "shutdown", "prepare", "teardown", "connect", "disconnect", "run"):
+    HANDLERS[_name] = _runtime(_name.replace("-", "_"))
+
+
+def _top_help(prog: str) -> str:
+    lines = [f"Usage: {prog} [--config-dir DIR] [--debug] <command>", "", DESCRIPTION, "",
+             "Flags:",
+             "  -h, --help          Show context-sensitive help.",
+             "  --config-dir DIR    Read DIR/machina.conf.json and DIR/machine.conf.d/ "
+             "(default: /etc/machina).",
+             "  --debug             Show tracebacks of errors.",
+             "", "Commands:"]
+    for name, form, desc, _ in COMMANDS:
+        if name == "query":
+            lines.append("  query pci <machines> ...")
+            lines.append("    Describes the PCI Bus in running virtual machines.")
+            lines.append("")
+            lines.append("  query cpu <machines> ...")
+            lines.append("    Describes the virtual CPUs present in running virtual machines.")
+            lines.append("")
+            continue
+        lines.append(f"  {name} {form}".rstrip())
+        lines.append(f"    {desc}")
+        lines.append("")
+    lines.append(f'Run "{prog} <command> --help" for more information on a command.')
+    return "\n".join(lines) + "\n"
+
+
+def build_parser(prog: str) -> Parser:
+    top = Parser(prog=prog, add_help=False, description=DESCRIPTION)
+    top.add_argument("-h", "--help", action="store_true")
+    top.add_argument("--config-dir", metavar="DIR")
+    top.add_argument("--debug", action="store_true")
+    sub = top.add_subparsers(dest="command", parser_class=Parser)
+    for name, form, desc, arg_help in COMMANDS:
+        p = sub.add_parser(name, prog=f"{prog} {name}", description=desc, help=desc)
+        if name == "query":
+            qsub = p.add_subparsers(dest="what", parser_class=Parser, required=True)
+            for what, d in (("pci", "Describes the PCI Bus in running virtual machines."),
+                            ("cpu", "Describes the virtual CPUs present in running virtual "
+                                    "machines.")):
+                q = qsub.add_parser(what, prog=f"{prog} query {what}", description=d, help=d)
+                q.add_argument("machines", nargs="+", metavar="<machines>",
+                               help="Virtual machines to query.")
+            continue
+        if form.startswith("<"):
+            p.add_argument("machines", nargs="+", metavar=form.split(" ")[0], help=arg_help)
+        elif form == "[<machines> ...]":
+            p.add_argument("machines", nargs="*", metavar="<machines>", help=arg_help)
+        elif form == "[<machine>]":
+            p.add_argument("machine", nargs="?", default="", metavar="<machine>", help=arg_help)
+        if name == "generate":
+            p.add_argument("--preview", action="store_true",
+                           help="Print the generated systemd units but do not write them.")
+            p.add_argument("--unit-dir", metavar="DIR",
+                           help="Write units to DIR instead of /etc/systemd/system "
+                                "(no daemon-reload; for offline hosts).")
+            p.add_argument("--no-reload", action="store_true",
+                           help="Do not run systemctl daemon-reload after writing.")
+        if name == "shutdown":
+            p.add_argument("--system", action="store_true",
+                           help="Use the QMP socket reserved for systemd.")
+            p.add_argument("--wait", action="store_true",
+                           help="Wait for the virtual machines to stop before returning.")
+            p.add_argument("--timeout", type=parse_duration, default=0.0, metavar="DURATION",
+                           help="Quit QEMU if the guest has not powered off after DURATION "
+                                "(e.g. 1m25s). Implies --wait.")
+        if name == "list":
+            p.add_argument("--offline", action="store_true",
+                           help="Do not ask systemd for the units' states.")
+    return top
+
+
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+          "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Go's time.ParseDuration: `85s`, `1m25s`, `1.5s`, `-5s`; a unit is required."""
+    import re
+
+    s = text
+    sign = 1.0
+    if s[:1] in "+-" and s:
+        sign = -1.0 if s[0] == "-" else 1.0
+        s = s[1:]
+    if s == "0":
+        return 0.0
+    if not s:
+        raise argparse.ArgumentTypeError(f'invalid duration "{text}"')
+    total = 0.0
+    pos = 0
+    token = re.compile(r"([0-9]*\.?[0-9]*)(ns|us|µs|μs|ms|s|m|h)")
+    while pos < len(s):
+        m = token.match(s, pos)
+        if not m or m.group(1) in ("", "."):
+            unit_missing = re.fullmatch(r"[0-9.]+", s[pos:])
+            raise argparse.ArgumentTypeError(
+                f'expected duration but got "{text}": time: '
+                + ("missing unit in" if unit_missing else "invalid") + f' duration "{text}"')
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    return sign * total
+
+
+def _print_error(prog: str, exc: BaseException, hints: Sequence[str]) -> None:
+    text = str(exc)
+    pad = " " * len(f"{prog}: error: ")
+    sys.stderr.write(f"{prog}: error: " + text.replace("\n", "\n" + pad) + "\n")
+    for h in hints:
+        sys.stderr.write(f"  hint: {h}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv if argv is None else argv)
+    prog = os.path.basename(os.path.normpath(args[0])) if args else "machina"
+    if prog.endswith(".pyz") or prog in ("__main__.py", "-m", "-c"):
+        prog = "machina"
+    debug = "--debug" in args[1:2] or os.environ.get("MACHINA_DEBUG") == "1"
+    try:
+        if prog.endswith("-ifup") or prog.endswith("-ifdown"):
+            from machina.runtime import commands
+
+            return commands.ifupdown(prog, args[1:])
+        if "COMP_LINE" in os.environ:
+            from machina.runtime.completion import complete
+
+            sys.stdout.write(complete(os.environ["COMP_LINE"], os.environ.get("COMP_POINT")))
+            return 0
+        parser = build_parser(prog)
+        try:
+            ns = parser.parse_args(args[1:])
+        except UsageError as exc:
+            sys.stdout.write(exc.parser.format_help() + "\n")
+            _print_error(prog, exc, ())
+            return 1
+        debug = debug or ns.debug
+        if ns.help or ns.command is None:
+            sys.stdout.write(_top_help(prog))
+            if ns.help:
+                return 0
+            sys.stdout.write("\n")
+            _print_error(prog, Failure("expected a command"), ())
+            return 1
+        cfg = Configs(ConfigDir(ns.config_dir))
+        return HANDLERS[ns.command](cfg, ns)
+    except MachinaError as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        _print_error(prog, exc, exc.hints)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 1

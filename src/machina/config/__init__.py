@@ -1,0 +1,1 @@
+"""Configuration: files (schema), reading them (load) and merging tags (resolve)."""

@@ -1,0 +1,484 @@
+"""JSON files → schema objects, strictly (decisions D11): exact keys, no unknown or repeated
+keys, nothing after the JSON value. Every error names the file and the JSON path.
+
+This is the only module where untyped JSON (`Any`) is handled.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from machina.config.schema import (
+    Attributes,
+    Boot,
+    Connection,
+    Definition,
+    Device,
+    HostFile,
+    MachineFile,
+    MediatedDevice,
+    Network,
+    QemuHost,
+    Storage,
+    Volume,
+)
+from machina.config.values import ValueFormError, Wwn, parse_uuid, parse_wwn
+from machina.errors import ConfigError, ConfigErrors, Failure
+from machina.identity import ZERO_UUID
+
+T = TypeVar("T")
+
+MACHINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+SUFFIX = ".conf.json"
+HOST_FILE = "machina.conf.json"
+MACHINE_DIR = "machine.conf.d"
+
+
+# --- where files are --------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ConfigDir:
+    """Where configs are read from: --config-dir DIR, else /etc/machina or the fallback."""
+
+    root: str | None = None  # None: /etc/machina with the working-directory fallback
+
+    def host_path(self) -> str:
+        if self.root is not None:
+            return os.path.join(self.root, HOST_FILE)
+        return "/etc/machina/" + HOST_FILE if os.path.isdir("/etc/machina") else HOST_FILE
+
+    def machine_dir(self) -> str:
+        if self.root is not None:
+            return os.path.join(self.root, MACHINE_DIR)
+        base = "/etc/machina/" + MACHINE_DIR
+        return base if os.path.isdir(base) else MACHINE_DIR
+
+    def machine_path(self, name: str) -> str:
+        return os.path.join(self.machine_dir(), name + SUFFIX)
+
+    def machine_names(self) -> list[str]:
+        """File-derived names of every machine file, sorted bytewise (spec/config.md §1.2)."""
+        try:
+            entries = os.listdir(self.machine_dir())
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise Failure(f"cannot list {self.machine_dir()}: {exc.strerror}") from exc
+        files = sorted((e for e in entries if e.endswith(SUFFIX)), key=lambda s: s.encode())
+        return [f[: -len(SUFFIX)] for f in files]
+
+
+def check_machine_name(name: str, what: str = "machine name") -> None:
+    """Machine names become unit names, directories and QEMU names (decisions D15)."""
+    if not MACHINE_NAME.fullmatch(name):
+        raise Failure(
+            f"invalid {what} {json.dumps(name, ensure_ascii=False)}",
+            ("a machine name starts with a letter or digit and has at most 64 of "
+             "A-Z a-z 0-9 _ . -",))
+
+
+# --- reading JSON ------------------------------------------------------------------------
+
+class _Obj(dict[str, Any]):
+    """A JSON object that remembers keys given more than once."""
+
+    repeated: list[str]
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> _Obj:
+    obj = _Obj()
+    obj.repeated = []
+    for key, value in pairs:
+        if key in obj:
+            obj.repeated.append(key)
+        obj[key] = value
+    return obj
+
+
+def _int_hook(text: str) -> int:
+    value = int(text)
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"number {text} does not fit in 64 bits")
+    return value
+
+
+def _float_hook(text: str) -> float:
+    return _FloatToken(text)
+
+
+class _FloatToken(float):
+    """A number written with a fraction or exponent: kept only to refuse it clearly."""
+
+    text: str
+
+    def __new__(cls, text: str) -> _FloatToken:
+        obj = super().__new__(cls, float(text))
+        obj.text = text
+        return obj
+
+
+def read_json(path: str) -> Any:
+    """Parse one JSON file; a missing file, bad syntax or trailing content is an error."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise Failure(f"open {path}: no such file or directory") from exc
+    except IsADirectoryError as exc:
+        raise Failure(f"read {path}: is a directory") from exc
+    except OSError as exc:
+        raise Failure(f"open {path}: {exc.strerror or exc}") from exc
+    text = raw.decode("utf-8", errors="replace")
+    if text.strip() == "":
+        raise ConfigError(path, "", "the file is empty (EOF)",
+                          ("a config file holds one JSON object, e.g. {}",))
+    try:
+        return json.loads(text, object_pairs_hook=_pairs, parse_int=_int_hook,
+                          parse_float=_float_hook)
+    except json.JSONDecodeError as exc:
+        what = "unexpected EOF" if exc.pos >= len(text.rstrip()) else exc.msg
+        if exc.msg == "Extra data":
+            what = "content after the JSON value"
+        raise ConfigError(path, f"line {exc.lineno} column {exc.colno}",
+                          f"invalid JSON: {what}") from exc
+    except ValueError as exc:
+        raise ConfigError(path, "", f"invalid JSON: {exc}") from exc
+
+
+# --- walking JSON into schema objects -----------------------------------------------------
+
+@dataclass
+class _Ctx:
+    file: str
+    errors: list[ConfigError] = field(default_factory=list)
+
+    def error(self, pointer: str, message: str, *hints: str) -> None:
+        self.errors.append(ConfigError(self.file, pointer, message, hints))
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, _FloatToken):
+        return f"the number {value.text}"
+    if isinstance(value, int):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the string {json.dumps(value, ensure_ascii=False)}"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+Parse = Callable[[_Ctx, str, Any], T]
+
+
+def _string(ctx: _Ctx, ptr: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        ctx.error(ptr, f"expected a string, got {_describe(value)}")
+        return ""
+    return value
+
+
+def _bool(ctx: _Ctx, ptr: str, value: Any) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        ctx.error(ptr, f"expected true or false, got {_describe(value)}")
+        return False
+    return value
+
+
+def _int(ctx: _Ctx, ptr: str, value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or isinstance(value, _FloatToken):
+        ctx.error(ptr, f"expected a whole number, got {_describe(value)}")
+        return 0
+    return value
+
+
+def _list(item: Parse[T]) -> Parse[tuple[T, ...]]:
+    def parse(ctx: _Ctx, ptr: str, value: Any) -> tuple[T, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            ctx.error(ptr, f"expected an array, got {_describe(value)}")
+            return ()
+        return tuple(item(ctx, f"{ptr}[{i}]", v) for i, v in enumerate(value))
+    return parse
+
+
+def _key_ptr(ptr: str, key: str) -> str:
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", key):
+        return f"{ptr}.{key}"
+    return f"{ptr}[{json.dumps(key, ensure_ascii=False)}]"
+
+
+def _map(item: Parse[T]) -> Parse[dict[str, T]]:
+    def parse(ctx: _Ctx, ptr: str, value: Any) -> dict[str, T]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            ctx.error(ptr, f"expected an object, got {_describe(value)}")
+            return {}
+        _repeated(ctx, ptr, value)
+        return {k: item(ctx, _key_ptr(ptr, k), v) for k, v in value.items()}
+    return parse
+
+
+def _repeated(ctx: _Ctx, ptr: str, value: Any) -> None:
+    for key in getattr(value, "repeated", ()):
+        ctx.error(_key_ptr(ptr, key), "this key is given more than once",
+                  "keep one; a later copy would silently replace the first")
+
+
+def _fields(ctx: _Ctx, ptr: str, value: Any, known: dict[str, Parse[Any]],
+            what: str) -> dict[str, Any] | None:
+    """Parse the keys of an object with a fixed set of keys; unknown keys are errors."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        ctx.error(ptr, f"expected an object ({what}), got {_describe(value)}")
+        return None
+    _repeated(ctx, ptr, value)
+    out: dict[str, Any] = {}
+    for key, v in value.items():
+        parse = known.get(key)
+        if parse is None:
+            close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.5)
+            lower = [k for k in known if k.lower() == key.lower()]
+            suggestion = (lower or close or [None])[0]
+            hint = (f'did you mean "{suggestion}"? keys are case-sensitive'
+                    if suggestion else "known keys: " + ", ".join(sorted(known)))
+            ctx.error(_key_ptr(ptr, key), f"unknown key {json.dumps(key, ensure_ascii=False)}"
+                      f" in {what}", hint)
+            continue
+        out[key] = parse(ctx, _key_ptr(ptr, key), v)
+    return out
+
+
+def _uuid(ctx: _Ctx, ptr: str, value: Any) -> uuid.UUID:
+    if value is None:
+        return ZERO_UUID
+    text = _string(ctx, ptr, value)
+    if not isinstance(value, str):
+        return ZERO_UUID
+    try:
+        return parse_uuid(text)
+    except ValueFormError as exc:
+        ctx.error(ptr, str(exc), "a UUID looks like 8b18191a-234f-45ce-b43c-b46e28cd2f70 "
+                  "(machina gen-id makes one)")
+        return ZERO_UUID
+
+
+def _wwn(ctx: _Ctx, ptr: str, value: Any) -> Wwn:
+    text = _string(ctx, ptr, value)
+    try:
+        return parse_wwn(text)
+    except ValueFormError as exc:
+        ctx.error(ptr, str(exc), "a WWN is 8 bytes of hex (NAA type 1, 2, 5 or 12-15), "
+                  "e.g. 0x5001020304050607, or 16 bytes for NAA type 6")
+        return Wwn()
+
+
+def _volume(ctx: _Ctx, ptr: str, value: Any) -> Volume:
+    f = _fields(ctx, ptr, value, {
+        "name": _string, "storage": _string, "wwn": _wwn, "serial": _string,
+        "bootable": _bool, "readonly": _bool}, "a volume")
+    if not f:
+        return Volume()
+    name = f.get("name", "")
+    if "/" in name or name in (".", ".."):
+        ctx.error(_key_ptr(ptr, "name"), f"invalid volume name {json.dumps(name)}",
+                  'a volume name must not contain "/" or be "." or ".."')
+    return Volume(**f)
+
+
+def _connection(ctx: _Ctx, ptr: str, value: Any) -> Connection:
+    f = _fields(ctx, ptr, value, {
+        "name": _string, "network": _string, "ip": _string, "mac": _string}, "a connection")
+    return Connection(**f) if f else Connection()
+
+
+def _device(ctx: _Ctx, ptr: str, value: Any) -> Device:
+    f = _fields(ctx, ptr, value, {"name": _string, "class": _string, "id": _uuid}, "a device")
+    if not f:
+        return Device()
+    return Device(name=f.get("name", ""), device_class=f.get("class", ""),
+                  id=f.get("id", ZERO_UUID))
+
+
+def _sub(known: dict[str, Parse[Any]], what: str) -> Parse[dict[str, Any]]:
+    def parse(ctx: _Ctx, ptr: str, value: Any) -> dict[str, Any]:
+        return _fields(ctx, ptr, value, known, what) or {}
+    return parse
+
+
+_QMP_SOCKETS = _sub({"names": _list(_string), "paths": _list(_string)}, "qmp.sockets")
+_AGENT_QEMU = _sub({"enabled": _bool, "port": _int, "port-pattern": _string}, "agent.qemu")
+
+
+def _attrs(ctx: _Ctx, ptr: str, value: Any) -> Attributes:
+    f = _fields(ctx, ptr, value, {
+        "firmware": _sub({"code": _volume, "vars": _volume}, "attrs.firmware"),
+        "cpu": _sub({"sockets": _int, "cores": _int}, "attrs.cpu"),
+        "memory": _sub({"ram": _int}, "attrs.memory"),
+        "enlightenments": _sub({"enabled": _bool}, "attrs.enlightenments"),
+        "qmp": _sub({"enabled": _bool, "sockets": _QMP_SOCKETS}, "attrs.qmp"),
+        "agent": _sub({"qemu": _AGENT_QEMU}, "attrs.agent"),
+        "spice": _sub({"enabled": _bool, "port": _int, "port-pattern": _string,
+                       "displays": _int}, "attrs.spice"),
+        "boot": _sub({"kernel": _string, "initrd": _string, "cmdline": _string,
+                      "bios": _string}, "attrs.boot"),
+    }, "attrs")
+    if not f:
+        return Attributes()
+    fw = f.get("firmware", {})
+    cpu = f.get("cpu", {})
+    qmp = f.get("qmp", {})
+    sockets = qmp.get("sockets", {})
+    agent = f.get("agent", {}).get("qemu", {})
+    spice = f.get("spice", {})
+    return Attributes(
+        firmware_code=fw.get("code", Volume()),
+        firmware_vars=fw.get("vars", Volume()),
+        sockets=cpu.get("sockets", 0),
+        cores=cpu.get("cores", 0),
+        ram=f.get("memory", {}).get("ram", 0),
+        enlightenments=f.get("enlightenments", {}).get("enabled", False),
+        qmp_enabled=qmp.get("enabled", False),
+        qmp_names=sockets.get("names", ()),
+        qmp_paths=sockets.get("paths", ()),
+        agent_enabled=agent.get("enabled", False),
+        agent_port=agent.get("port", 0),
+        agent_port_pattern=agent.get("port-pattern", ""),
+        spice_enabled=spice.get("enabled", False),
+        spice_port=spice.get("port", 0),
+        spice_port_pattern=spice.get("port-pattern", ""),
+        spice_displays=spice.get("displays", 0),
+        boot=Boot(**f.get("boot", {})),
+    )
+
+
+_DEFINITION: dict[str, Parse[Any]] = {
+    "vars": _map(_string),
+    "attrs": _attrs,
+    "volumes": _list(_volume),
+    "connections": _list(_connection),
+    "devices": _list(_device),
+}
+
+
+def _definition_of(f: dict[str, Any]) -> Definition:
+    return Definition(
+        vars=f.get("vars", {}),
+        attrs=f.get("attrs", Attributes()),
+        volumes=f.get("volumes", ()),
+        connections=f.get("connections", ()),
+        devices=f.get("devices", ()),
+    )
+
+
+def _tag(ctx: _Ctx, ptr: str, value: Any) -> Definition:
+    f = _fields(ctx, ptr, value, _DEFINITION, "a tag")
+    return _definition_of(f or {})
+
+
+def _storage(ctx: _Ctx, ptr: str, value: Any) -> Storage:
+    f = _fields(ctx, ptr, value, {
+        "path": _string, "pattern": _string, "type": _string, "readonly": _bool},
+        "a storage pool")
+    return Storage(**f) if f else Storage()
+
+
+def _network(ctx: _Ctx, ptr: str, value: Any) -> Network:
+    f = _fields(ctx, ptr, value, {"device": _string, "up": _string, "down": _string},
+                "a network")
+    return Network(**f) if f else Network()
+
+
+def _mdev(ctx: _Ctx, ptr: str, value: Any) -> MediatedDevice:
+    f = _fields(ctx, ptr, value, {"address": _string, "types": _map(_string)},
+                "a mediated device")
+    return MediatedDevice(**f) if f else MediatedDevice()
+
+
+def _qemu_host(ctx: _Ctx, ptr: str, value: Any) -> QemuHost:
+    f = _fields(ctx, ptr, value, {"accel": _string, "cpu": _string}, "qemu")
+    if not f:
+        return QemuHost()
+    accel = f.get("accel", "")
+    if accel not in ("", "kvm", "tcg"):
+        ctx.error(_key_ptr(ptr, "accel"), f"unknown accelerator {json.dumps(accel)}",
+                  'use "kvm" or "tcg"')
+    cpu = f.get("cpu", "")
+    if cpu and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", cpu):
+        ctx.error(_key_ptr(ptr, "cpu"), f"invalid CPU model {json.dumps(cpu)}",
+                  "give a QEMU CPU model name such as qemu64 or Skylake-Server "
+                  "(qemu-system-x86_64 -cpu help lists them)")
+    return QemuHost(**f)
+
+
+def _raise(ctx: _Ctx) -> None:
+    if len(ctx.errors) == 1:
+        raise ctx.errors[0]
+    if ctx.errors:
+        raise ConfigErrors(ctx.errors)
+
+
+def load_host(path: str) -> HostFile:
+    data = read_json(path)
+    ctx = _Ctx(path)
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(path, "$", f"expected an object, got {_describe(data)}")
+    f = _fields(ctx, "$", data, {
+        "storage": _map(_storage),
+        "network": _map(_network),
+        "mdev": _map(_mdev),
+        "tag": _map(_tag),
+        "qemu": _qemu_host,
+    }, "machina.conf.json") or {}
+    _raise(ctx)
+    return HostFile(path=path, storage=f.get("storage", {}), network=f.get("network", {}),
+                    mdev=f.get("mdev", {}), tag=f.get("tag", {}),
+                    qemu=f.get("qemu", QemuHost()))
+
+
+def load_machine(path: str) -> MachineFile:
+    data = read_json(path)
+    ctx = _Ctx(path)
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(path, "$", f"expected an object, got {_describe(data)}")
+    known: dict[str, Parse[Any]] = {
+        "name": _string, "description": _string, "id": _uuid, "tags": _list(_string),
+        **_DEFINITION}
+    f = _fields(ctx, "$", data, known, "a machine") or {}
+    base = os.path.basename(path)
+    file_name = base[: -len(SUFFIX)] if base.endswith(SUFFIX) else base
+    name = f.get("name", "") or file_name
+    machine_id = f.get("id", ZERO_UUID)
+    if not ctx.errors and machine_id == ZERO_UUID:
+        ctx.error("$.id", "the machine has no id" if "id" not in f or data.get("id") is None
+                  else "the all-zero UUID is not a machine id",
+                  "every machine needs its own UUID: add \"id\": \"<uuid>\" "
+                  "(machina gen-id makes one)")
+    if f.get("name") and not MACHINE_NAME.fullmatch(name):
+        ctx.error("$.name", f"invalid machine name {json.dumps(name, ensure_ascii=False)}",
+                  "a machine name starts with a letter or digit and has at most 64 of "
+                  "A-Z a-z 0-9 _ . -")
+    _raise(ctx)
+    return MachineFile(path=path, name=name, file_name=file_name,
+                       description=f.get("description", ""), id=machine_id,
+                       tags=f.get("tags", ()), definition=_definition_of(f))

@@ -1,0 +1,195 @@
+"""Merge a machine with its tags (spec/config.md §5). The only place that knows precedence.
+
+Definitions D = [machine, tag1, tag2, …]; "first" means earliest in D.
+
+| kind of value                                   | rule                                        |
+|-------------------------------------------------|---------------------------------------------|
+| vars                                            | union; the first definition with a key wins |
+| firmware.code, firmware.vars                    | first non-empty volume, as a whole object   |
+| cpu.sockets/cores, memory.ram, agent/spice port, spice.displays | first value > 0             |
+| agent/spice port-pattern                        | first non-empty                             |
+| enlightenments/qmp/agent/spice .enabled         | OR: no definition can switch one off        |
+| qmp.sockets.names, .paths                       | union() from the last definition to the first |
+| boot.kernel/initrd/cmdline/bios (ours)          | first non-empty                             |
+| volumes, connections, devices                   | concatenated in D order; a name seen before drops the item |
+
+Then derived identifiers are filled in (identity.md §2.1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
+
+from machina import identity
+from machina.config.schema import (
+    Attributes,
+    Boot,
+    Connection,
+    Definition,
+    Device,
+    HostFile,
+    MachineFile,
+    Volume,
+)
+from machina.config.values import Wwn
+from machina.errors import Failure
+from machina.model import Machine
+
+T = TypeVar("T")
+
+#: Every field of MachineFile and of Definition that resolve_machine handles (a test
+#: compares these with the dataclass fields, so a new field cannot skip merging).
+HANDLED_MACHINE_FIELDS = frozenset(
+    {"path", "name", "file_name", "description", "id", "tags", "definition"})
+HANDLED_DEFINITION_FIELDS = frozenset({"vars", "attrs", "volumes", "connections", "devices"})
+HANDLED_ATTRIBUTE_FIELDS = frozenset(f.name for f in dataclasses.fields(Attributes))
+
+
+def union(a: Sequence[str], b: Sequence[str]) -> tuple[str, ...]:
+    """The QMP socket list union of spec/config.md §5 step 5."""
+    if a and not b:
+        return tuple(a)
+    if b and not a:
+        return tuple(b)
+    out: list[str] = []
+    for s in (*a, *b):
+        if s not in out:
+            out.append(s)
+    return tuple(out)
+
+
+def _first(values: Iterable[T], is_set: object = bool) -> T | None:
+    for v in values:
+        if (v > 0) if isinstance(v, int) and not isinstance(v, bool) else bool(v):
+            return v
+    return None
+
+
+def merge_attributes(defs: Sequence[Definition]) -> Attributes:
+    attrs = [d.attrs for d in defs]
+
+    def first_int(field: str) -> int:
+        return _first(getattr(a, field) for a in attrs) or 0
+
+    def first_str(values: Iterable[str]) -> str:
+        return _first(values) or ""
+
+    def any_on(field: str) -> bool:
+        return any(getattr(a, field) for a in attrs)
+
+    names: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    for a in reversed(attrs):
+        names = union(names, a.qmp_names)
+        paths = union(paths, a.qmp_paths)
+
+    code = next((a.firmware_code for a in attrs if not a.firmware_code.is_empty), Volume())
+    fvars = next((a.firmware_vars for a in attrs if not a.firmware_vars.is_empty), Volume())
+    boot = Boot(
+        kernel=first_str(a.boot.kernel for a in attrs),
+        initrd=first_str(a.boot.initrd for a in attrs),
+        cmdline=first_str(a.boot.cmdline for a in attrs),
+        bios=first_str(a.boot.bios for a in attrs),
+    )
+    return Attributes(
+        firmware_code=code,
+        firmware_vars=fvars,
+        sockets=first_int("sockets"),
+        cores=first_int("cores"),
+        ram=first_int("ram"),
+        enlightenments=any_on("enlightenments"),
+        qmp_enabled=any_on("qmp_enabled"),
+        qmp_names=names,
+        qmp_paths=paths,
+        agent_enabled=any_on("agent_enabled"),
+        agent_port=first_int("agent_port"),
+        agent_port_pattern=first_str(a.agent_port_pattern for a in attrs),
+        spice_enabled=any_on("spice_enabled"),
+        spice_port=first_int("spice_port"),
+        spice_port_pattern=first_str(a.spice_port_pattern for a in attrs),
+        spice_displays=first_int("spice_displays"),
+        boot=boot,
+    )
+
+
+def _by_name(lists: Iterable[Iterable[T]]) -> tuple[T, ...]:
+    seen: set[str] = set()
+    out: list[T] = []
+    for items in lists:
+        for item in items:
+            name: str = getattr(item, "name")  # noqa: B009
+            if name in seen:
+                continue
+            seen.add(name)
+            out.append(item)
+    return tuple(out)
+
+
+def merge_vars(defs: Sequence[Definition]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for d in defs:
+        for k, v in d.vars.items():
+            out.setdefault(k, v)
+    return out
+
+
+def collect_tags(machine: MachineFile, host: HostFile) -> list[Definition]:
+    defs = [machine.definition]
+    for tag in machine.tags:
+        found = host.tag.get(tag)
+        if found is None:
+            close = difflib.get_close_matches(tag, list(host.tag), n=1)
+            hints = ((f'did you mean "{close[0]}"? ' if close else "")
+                     + "tags are defined in machina.conf.json at $.tag",)
+            raise Failure(f"failed to build machine {machine.name}: the {tag} tag was not found",
+                          hints)
+        defs.append(found)
+    return defs
+
+
+def resolve_machine(machine: MachineFile, host: HostFile) -> Machine:
+    """The machine merged with its tags, with derived identifiers (spec/config.md §5)."""
+    defs = collect_tags(machine, host)
+    volumes = _by_name(d.volumes for d in defs)
+    connections = _by_name(d.connections for d in defs)
+    devices = _by_name(d.devices for d in defs)
+    for what, items in (("volume", volumes), ("connection", connections),
+                        ("device", devices)):
+        if any(item.name == "" for item in items):
+            raise Failure(
+                f"a {what} of machine {machine.name} has no name",
+                (f'give every {what} a "name": machina derives its stable identifiers '
+                 "from it",))
+    mid, name = machine.id, machine.name
+    volumes = tuple(
+        dataclasses.replace(
+            v,
+            wwn=v.wwn if not v.wwn.is_zero else Wwn(identity.volume_wwn(mid, name, v.name)),
+            serial=v.serial or identity.volume_serial(mid, name, v.name))
+        for v in volumes)
+    connections = tuple(
+        c if c.mac else dataclasses.replace(c, mac=identity.connection_mac(mid, name, c.name))
+        for c in connections)
+    devices = tuple(
+        d if d.id != identity.ZERO_UUID
+        else dataclasses.replace(d, id=identity.device_id(mid, name, d.device_class, d.name))
+        for d in devices)
+    return Machine(
+        name=name,
+        file_name=machine.file_name,
+        description=machine.description,
+        id=mid,
+        tags=machine.tags,
+        vars=merge_vars(defs),
+        attrs=merge_attributes(defs),
+        volumes=volumes,
+        connections=connections,
+        devices=devices,
+    )
+
+
+def definition_types() -> tuple[type, ...]:
+    return (Volume, Connection, Device)

@@ -1,0 +1,134 @@
+"""The config *files* as frozen dataclasses (spec/config.md §3–4).
+
+Zero values mean "unset" almost everywhere, exactly as the files are read: the merge
+rules (resolve.py) decide what "set" means per field.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from machina.config.values import Wwn
+from machina.identity import ZERO_UUID
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Volume:
+    name: str = ""
+    storage: str = ""
+    wwn: Wwn = Wwn()
+    serial: str = ""
+    bootable: bool = False
+    readonly: bool = False  # ours (decisions D16)
+
+    @property
+    def is_empty(self) -> bool:
+        return self.name == "" and self.storage == ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Connection:
+    name: str = ""
+    network: str = ""
+    ip: str = ""
+    mac: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Device:
+    name: str = ""
+    device_class: str = ""
+    id: uuid.UUID = ZERO_UUID
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Boot:
+    """Direct kernel boot and BIOS selection (our extension; absent = reference output)."""
+
+    kernel: str = ""
+    initrd: str = ""
+    cmdline: str = ""
+    bios: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attributes:
+    firmware_code: Volume = Volume()
+    firmware_vars: Volume = Volume()
+    sockets: int = 0
+    cores: int = 0
+    ram: int = 0
+    enlightenments: bool = False
+    qmp_enabled: bool = False
+    qmp_names: tuple[str, ...] = ()
+    qmp_paths: tuple[str, ...] = ()
+    agent_enabled: bool = False
+    agent_port: int = 0
+    agent_port_pattern: str = ""
+    spice_enabled: bool = False
+    spice_port: int = 0
+    spice_port_pattern: str = ""
+    spice_displays: int = 0
+    boot: Boot = Boot()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Definition:
+    """What a machine file and each tag define (spec/config.md §4.2)."""
+
+    vars: dict[str, str] = field(default_factory=dict)
+    attrs: Attributes = Attributes()
+    volumes: tuple[Volume, ...] = ()
+    connections: tuple[Connection, ...] = ()
+    devices: tuple[Device, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MachineFile:
+    path: str                    # as shown in messages
+    name: str                    # JSON name, else the file name without .conf.json
+    file_name: str               # the file name without .conf.json
+    description: str = ""
+    id: uuid.UUID = ZERO_UUID
+    tags: tuple[str, ...] = ()
+    definition: Definition = Definition()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Storage:
+    path: str = ""
+    pattern: str = ""
+    type: str = ""
+    readonly: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Network:
+    device: str = ""
+    up: str = ""
+    down: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediatedDevice:
+    address: str = ""
+    types: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QemuHost:
+    """Host-wide QEMU choices (our extension): accelerator and CPU model."""
+
+    accel: str = ""
+    cpu: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostFile:
+    path: str = ""
+    storage: dict[str, Storage] = field(default_factory=dict)
+    network: dict[str, Network] = field(default_factory=dict)
+    mdev: dict[str, MediatedDevice] = field(default_factory=dict)
+    tag: dict[str, Definition] = field(default_factory=dict)
+    qemu: QemuHost = QemuHost()

@@ -1,0 +1,88 @@
+"""Errors are values with fields; only machina.cli turns them into text and exit codes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class MachinaError(Exception):
+    """Root of every error machina reports to the user (exit status 1)."""
+
+    hints: tuple[str, ...] = ()
+
+    def __str__(self) -> str:  # pragma: no cover - overridden
+        return super().__str__()
+
+
+@dataclass(eq=False)
+class Failure(MachinaError):
+    """A plain error: a message and optional hints."""
+
+    message: str
+    hints: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(eq=False)
+class ConfigError(MachinaError):
+    """A problem in a config file: the file, the JSON path and what is wrong."""
+
+    file: str
+    pointer: str
+    message: str
+    hints: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        where = ": ".join(p for p in (self.file, self.pointer) if p)
+        return f"{where}: {self.message}" if where else self.message
+
+
+@dataclass(eq=False)
+class ConfigErrors(MachinaError):
+    """Several problems found in one file, reported together."""
+
+    errors: list[ConfigError] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return "; ".join(str(e) for e in self.errors)
+
+    @property  # type: ignore[override]
+    def hints(self) -> tuple[str, ...]:
+        return tuple(h for e in self.errors for h in e.hints)
+
+
+@dataclass(eq=False)
+class WrappedError(MachinaError):
+    """Context added around another error: `<context>: <cause>`."""
+
+    context: str
+    cause: MachinaError
+
+    def __str__(self) -> str:
+        return f"{self.context}: {self.cause}"
+
+    @property  # type: ignore[override]
+    def hints(self) -> tuple[str, ...]:
+        return self.cause.hints
+
+
+class PlanError(Failure):
+    """The machine cannot be turned into hardware (a controller is full, a pool is unknown)."""
+
+
+class HostError(Failure):
+    """Preparing or tearing down the host failed."""
+
+
+class CommandError(Failure):
+    """A child process failed."""
+
+
+class QMPError(Failure):
+    """Talking to QEMU over QMP failed."""
+
+
+def wrap(context: str, cause: MachinaError) -> WrappedError:
+    return WrappedError(context, cause)

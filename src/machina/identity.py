@@ -1,0 +1,93 @@
+"""Stable identifiers derived from a machine's UUID and name (spec/identity.md).
+
+Every value here is a pure function of its inputs: SHAKE128 over a length-prefixed seed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import struct
+import uuid
+
+ZERO_UUID = uuid.UUID(int=0)
+
+
+def seed(machine_id: uuid.UUID, name: str, *components: bytes) -> bytes:
+    """The SHAKE128 input: UUID bytes, then each length-prefixed (be64) part."""
+    parts = [machine_id.bytes]
+    for part in (name.encode(), *components):
+        parts.append(struct.pack(">Q", len(part)))
+        parts.append(part)
+    return b"".join(parts)
+
+
+def xof(data: bytes, n: int) -> bytes:
+    return hashlib.shake_128(data).digest(n)
+
+
+def volume_wwn(machine_id: uuid.UUID, name: str, volume: str) -> bytes:
+    """An NAA type 5 WWN as 16 bytes (the last 8 zero)."""
+    b = bytearray(xof(seed(machine_id, name, b"volume", b"wwn", volume.encode()), 8))
+    b[0], b[1], b[2] = 0x55, 0x25, 0x40
+    b[3] &= 0x0F
+    return bytes(b) + bytes(8)
+
+
+def volume_serial(machine_id: uuid.UUID, name: str, volume: str) -> str:
+    b = xof(seed(machine_id, name, b"volume", b"serial-number", volume.encode()), 16)
+    return base64.b32hexencode(b).decode().rstrip("=")
+
+
+def connection_mac(machine_id: uuid.UUID, name: str, connection: str) -> str:
+    b = bytearray(xof(seed(machine_id, name, b"connection", b"hardware-addr",
+                           connection.encode()), 6))
+    b[0:3] = b"\x52\x54\x00"
+    return format_mac(bytes(b))
+
+
+def device_id(machine_id: uuid.UUID, name: str, device_class: str, device: str) -> uuid.UUID:
+    b = bytearray(xof(seed(machine_id, name, b"device", b"id", device_class.encode(),
+                           device.encode()), 16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    return uuid.UUID(bytes=bytes(b))
+
+
+def group_id(machine_id: uuid.UUID, name: str) -> int:
+    """The machine's file-system group id (later-era spec): first be32 value >= 65536."""
+    stream = xof(seed(machine_id, name, b"privilege", b"file-system", b"group-id", bytes(8)),
+                 4 * 4096)
+    for i in range(0, len(stream), 4):
+        (value,) = struct.unpack(">I", stream[i:i + 4])
+        if value >= 65536:
+            return int(value)
+    raise ValueError("no group id >= 65536 in 4096 tries")  # pragma: no cover
+
+
+def format_mac(b: bytes) -> str:
+    return ":".join(f"{x:02x}" for x in b)
+
+
+def link_name(machine: str, connection: str) -> str:
+    """The tap interface name for a connection (at most 15 bytes)."""
+    link = machine + "." + connection
+    if len(link.encode()) <= 15:
+        return "".join(c for c in link if c != "/" and not c.isspace() and c.isprintable())
+    digest = hashlib.sha3_224(link.encode()).digest()[:11]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def hashed_name(name: str) -> str:
+    """A QEMU identifier standing for a name QEMU would refuse (decisions D6)."""
+    digest = hashlib.shake_128(name.encode()).digest(15)
+    return "n" + base64.b32hexencode(digest).decode().rstrip("=").lower()
+
+
+def random_machine_id() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+def random_mac() -> str:
+    return format_mac(b"\x52\x54\x00" + secrets.token_bytes(3))

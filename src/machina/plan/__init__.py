@@ -1,0 +1,1 @@
+"""Hardware planning: the PCIe topology (pcie) and the devices of a machine (devices)."""

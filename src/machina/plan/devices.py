@@ -1,0 +1,379 @@
+"""A resolved machine + the host config → the machine's hardware, as QEMU options.
+
+The build follows spec/qemu.md §2 step by step; the first error aborts it. Nothing here
+touches the host: paths are computed, never opened.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from machina import identity
+from machina.config.patterns import expand, join_path, mapping_lookup, parse_port
+from machina.config.resolve import union
+from machina.config.schema import HostFile, Storage, Volume
+from machina.errors import Failure, PlanError, wrap
+from machina.model import Machine
+from machina.plan.pcie import Topology
+from machina.qemu.opts import Opt, clean, opt, plain
+
+RUN_DIR = "/run/machina"
+DEFAULT_UP = "/usr/bin/machina-ifup"
+DEFAULT_DOWN = "/usr/bin/machina-ifdown"
+QXL_MEMORY = 67108864
+_QEMU_ID = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
+
+
+def node_name(name: str) -> str:
+    """The name QEMU sees for a block node (decisions D6)."""
+    if len(name) <= 31 and _QEMU_ID.fullmatch(name):
+        return name
+    return identity.hashed_name(name)
+
+
+# --- ports and paths (shared with `cat`) ----------------------------------------------------
+
+def effective_port(port: int, pattern: str, vars: dict[str, str], *, strict: bool,
+                   what: str = "") -> int:
+    """A fixed port when set, else the port pattern expanded and parsed (config.md §6.4)."""
+    if port != 0:
+        return port
+    lookup = mapping_lookup(vars)
+    return parse_port(pattern, expand(pattern, lookup, strict=strict, where=what))
+
+
+def storage_lookup(machine: Machine, volume: str) -> Callable[[str], str | None]:
+    builtins = {
+        "machine-name": machine.name,
+        "machine-description": machine.description,
+        "machine-id": str(machine.id),
+    }
+    return mapping_lookup(builtins, {"volume": volume}, machine.vars)
+
+
+def volume_path(machine: Machine, volume: Volume, pool_name: str, pool: Storage) -> str:
+    """Where a volume's file lives (config.md §6.3)."""
+    if pool.pattern:
+        p = expand(pool.pattern, storage_lookup(machine, volume.name), strict=True,
+                   where=f"storage pool {pool_name!r}, volume {volume.name!r}")
+    elif pool.type:
+        p = volume.name + "." + pool.type
+    else:
+        p = volume.name + ".raw"
+    return join_path(pool.path, p)
+
+
+def qmp_socket_paths(machine_name: str, names: tuple[str, ...],
+                     paths: tuple[str, ...]) -> tuple[str, ...]:
+    """Every QMP socket in order: systemd, command ×2, named, pathed (qemu.md §10.1)."""
+    def sock(x: str) -> str:
+        return join_path(RUN_DIR, machine_name, x + ".qmp.socket")
+
+    if machine_name:
+        system: tuple[str, ...] = (sock("systemd.0"),)
+        command: tuple[str, ...] = (sock("command.0"), sock("command.1"))
+        named = tuple(sock(n) for n in names)
+    else:
+        system, command, named = (), (), ()
+    return union(union(system, command), union(named, paths))
+
+
+def system_socket(machine_name: str) -> str:
+    return join_path(RUN_DIR, machine_name, "systemd.0.qmp.socket")
+
+
+def command_sockets(machine_name: str) -> tuple[str, str]:
+    return (join_path(RUN_DIR, machine_name, "command.0.qmp.socket"),
+            join_path(RUN_DIR, machine_name, "command.1.qmp.socket"))
+
+
+# --- the plan ----------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """Every QEMU option of one machine, by section (qemu.md §3–5)."""
+
+    settings: list[Opt] = field(default_factory=list)
+    iothreads: int = 0
+    blockdevs: list[Opt] = field(default_factory=list)
+    chardevs: list[Opt] = field(default_factory=list)
+    netdevs: list[Opt] = field(default_factory=list)
+    topology: Topology = field(default_factory=Topology)
+    # what the runtime needs to know
+    mdevs: list[tuple[str, str, str]] = field(default_factory=list)  # (class, name, uuid)
+
+    def options(self) -> tuple[Opt, ...]:
+        resources = [opt("object", "iothread", ("id", f"iothread.{i}"))
+                     for i in range(self.iothreads)]
+        return (*self.settings, *resources, *self.blockdevs, *self.chardevs, *self.netdevs,
+                *self.topology.opts())
+
+
+class _Builder:
+    def __init__(self, machine: Machine, host: HostFile) -> None:
+        self.m = machine
+        self.host = host
+        self.plan = Plan()
+        self.topo = self.plan.topology
+        self.nodes: set[str] = set()
+        self.boot_index = 0
+        self.pflash: list[str] = []
+        self.globals: list[tuple[str, str, str]] = []
+        self.mons: list[str] = []
+        self.spice: Opt | None = None
+
+    # block nodes
+    def _add_node(self, name: str, what: str, props: list[tuple[str, str | int | None]],
+                  driver: str) -> None:
+        if name == "":
+            raise PlanError(f"an empty node name was provided when creating a {what} node")
+        if name in self.nodes:
+            raise PlanError(f'failed to attach the "{name}" {what} node to the node graph: '
+                            "a node with the given node name already exists")
+        self.nodes.add(name)
+        self.plan.blockdevs.append(opt("blockdev", None, ("driver", driver),
+                                       ("node-name", node_name(name)), *props))
+
+    def file_node(self, name: str, path: str, readonly: bool) -> None:
+        if path == "":
+            raise PlanError(
+                f'an empty path was provided when creating the "{name}" file protocol node')
+        self._add_node(name, "file protocol", [("read-only", "on" if readonly else None),
+                                               ("filename", path)], "file")
+
+    def format_node(self, name: str, file: str, readonly: bool) -> None:
+        self._add_node(name, "raw format", [("read-only", "on" if readonly else None),
+                                            ("file", node_name(file))], "raw")
+
+    def iothread(self) -> None:
+        if self.plan.iothreads == 0:
+            self.plan.iothreads = 1
+
+    # storage
+    def pool(self, volume: Volume) -> tuple[str, Storage]:
+        pool = self.host.storage.get(volume.storage)
+        if pool is None:
+            raise PlanError(f"volume {volume.name} uses an unspecified machina storage pool: "
+                            f"{volume.storage}",
+                            ("storage pools are defined in machina.conf.json at $.storage",))
+        if pool.type not in ("raw", "iso-ahci", "iso-scsi", "iso-usb", "firmware"):
+            raise PlanError(f'storage pool "{volume.storage}" has storage type "{pool.type}" '
+                            "which has no handler defined",
+                            ("a pool's type is one of raw, iso-ahci, iso-scsi, iso-usb, "
+                             "firmware",))
+        return volume.storage, pool
+
+    def firmware_node(self, volume: Volume, pool: Storage) -> str:
+        return volume.name if pool.readonly or volume.readonly else f"{self.m.name}-{volume.name}"
+
+    def apply_volume(self, volume: Volume) -> None:
+        pool_name, pool = self.pool(volume)
+        path = volume_path(self.m, volume, pool_name, pool)
+        m, v = self.m.name, volume.name
+        readonly = pool.readonly or volume.readonly
+        match pool.type:
+            case "raw":
+                if not volume.wwn.is_zero and volume.wwn.naa == 6:
+                    raise PlanError(
+                        f"volume {v} has a 16-byte world wide name ({volume.wwn.display()}), "
+                        "which QEMU cannot present", ("QEMU's wwn property is 64 bits: use an "
+                                                      "8-byte WWN (NAA type 5)",))
+                self.file_node(f"{m}-{v}-file", path, readonly)
+                self.iothread()
+                self.topo.controller("scsi")
+                self.format_node(f"{m}-{v}", f"{m}-{v}-file", readonly)
+                boot = None
+                if volume.bootable:
+                    self.boot_index += 1
+                    boot = self.boot_index
+                self.topo.add_scsi(
+                    "scsi-hd", node_name(f"{m}-{v}"),
+                    ("wwn", None if volume.wwn.is_zero else volume.wwn.display()),
+                    ("serial", volume.serial or None), ("bootindex", boot))
+            case "iso-ahci":
+                self.file_node(v, path, True)
+                self.topo.add_sata_cd(node_name(v))
+            case "iso-scsi":
+                self.file_node(v, path, True)
+                self.iothread()
+                self.topo.controller("scsi")
+                self.topo.add_scsi("scsi-cd", node_name(v))
+            case "iso-usb":
+                self.file_node(v, path, True)
+                self.topo.add_usb("usb-storage", ("drive", node_name(v)))
+            case "firmware":
+                self.file_node(self.firmware_node(volume, pool), path, readonly)
+            case _:
+                raise AssertionError(pool.type)
+
+    # steps
+    def firmware(self) -> None:
+        code = self.m.attrs.firmware_code
+        if code.is_empty:
+            return
+        volumes = [code]
+        if not self.m.attrs.firmware_vars.is_empty:
+            volumes.append(self.m.attrs.firmware_vars)
+        for volume in volumes:
+            pool_name, pool = self.pool(volume)
+            if pool.type != "firmware":
+                raise PlanError(
+                    f'firmware volume {volume.name} uses storage pool "{pool_name}" of type '
+                    f'"{pool.type}"', ('firmware code and variables need a pool of type '
+                                       '"firmware"',))
+            self.pflash.append(node_name(self.firmware_node(volume, pool)))
+        self.globals.append(("cfi.pflash01", "secure", "on"))
+        for volume in volumes:
+            self.apply_volume(volume)
+
+    def qmp(self) -> None:
+        a = self.m.attrs
+        if not a.qmp_enabled:
+            return
+        paths = qmp_socket_paths(self.m.name, a.qmp_names, a.qmp_paths)
+        if not paths:
+            raise PlanError("no socket paths were provided for QMP")
+        for i, path in enumerate(paths):
+            if path == "":
+                raise PlanError("the unix socket has an empty socket path")
+            self.plan.chardevs.append(opt("chardev", "socket", ("id", f"qmp.{i}"),
+                                          ("server", "on"), ("wait", "off"), ("path", path)))
+            self.mons.append(f"qmp.{i}")
+
+    def port(self, port: int, pattern: str, what: str) -> int:
+        try:
+            value = effective_port(port, pattern, self.m.vars, strict=True, what=what)
+        except Failure as exc:
+            raise wrap(f"failed to determine {what}", exc) from exc
+        if not 1 <= value <= 65535:
+            raise PlanError(f"failed to determine {what}: port {value} is out of range",
+                            ("ports are 1 to 65535",))
+        return value
+
+    def agent(self) -> None:
+        a = self.m.attrs
+        if not a.agent_enabled:
+            return
+        port = self.port(a.agent_port, a.agent_port_pattern, "QEMU Agent port")
+        self.plan.chardevs.append(opt("chardev", "socket", ("id", "guestagent"),
+                                      ("host", "127.0.0.1"), ("port", port), ("server", "on"),
+                                      ("wait", "off"), ("nodelay", "on")))
+        self.topo.add_serial_port("guestagent", "org.qemu.guest_agent.0")
+
+    def spice_step(self) -> None:
+        a = self.m.attrs
+        if not a.spice_enabled:
+            return
+        port = self.port(a.spice_port, a.spice_port_pattern, "spice port")
+        self.spice = opt("spice", None, ("port", port), ("addr", "127.0.0.1"),
+                         ("disable-ticketing", "on"))
+        self.globals.append(("qxl-vga", "ram_size", str(QXL_MEMORY)))
+        self.globals.append(("qxl-vga", "vram_size", str(QXL_MEMORY)))
+        displays = a.spice_displays if 1 <= a.spice_displays <= 4 else (
+            4 if a.spice_displays > 4 else 1)
+        for _ in range(displays):
+            self.topo.add_qxl()
+        self.plan.chardevs.append(opt("chardev", "spicevmc", ("id", "vdagent"), ("debug", 0),
+                                      ("name", "vdagent")))
+        self.topo.add_serial_port("vdagent", "com.redhat.spice.0")
+        self.topo.add_usb("usb-tablet")
+        for j in range(2):
+            self.plan.chardevs.append(opt("chardev", "spicevmc", ("id", f"usbredir.{j}"),
+                                          ("debug", 0), ("name", "usbredir")))
+            self.topo.add_usb("usb-redir", ("chardev", f"usbredir.{j}"))
+
+    def connections(self) -> None:
+        for i, conn in enumerate(self.m.connections):
+            network = self.host.network.get(conn.network)
+            if network is None:
+                raise PlanError(f"connection {conn.name} uses an unspecified machina network: "
+                                f"{conn.network}",
+                                ("networks are defined in machina.conf.json at $.network",))
+            link = identity.link_name(self.m.name, conn.name)
+            self.plan.netdevs.append(opt(
+                "netdev", "tap", ("id", f"net.{i}"), ("ifname", link),
+                ("script", network.up or DEFAULT_UP),
+                ("downscript", network.down or DEFAULT_DOWN)))
+            mac = conn.mac
+            self.topo.add_device(lambda bus, mac=mac, i=i: opt(
+                "device", "virtio-net-pci", ("bus", bus), ("mac", mac), ("netdev", f"net.{i}")))
+
+    def devices(self) -> None:
+        classes = {c for md in self.host.mdev.values() for c in md.types}
+        for k, dev in enumerate(self.m.devices):
+            if dev.device_class not in classes:
+                raise PlanError(f"device {dev.name} uses an unspecified machina device class: "
+                                f"{dev.device_class}",
+                                ("device classes are the keys of $.mdev.*.types in "
+                                 "machina.conf.json",))
+            sysfs = f"/sys/bus/mdev/devices/{dev.id}"
+            self.topo.add_device(lambda bus, k=k, sysfs=sysfs: opt(
+                "device", "vfio-pci", ("id", f"vfio.{k}"), ("bus", bus), ("sysfsdev", sysfs)))
+            self.plan.mdevs.append((dev.device_class, dev.name, str(dev.id)))
+
+    def settings(self) -> list[Opt]:
+        m, a, q = self.m, self.m.attrs, self.host.qemu
+        out: list[Opt] = []
+        if m.id != identity.ZERO_UUID:
+            out.append(opt("uuid", str(m.id)))
+        if m.name:
+            out.append(opt("name", clean(m.name)))
+        match q.accel:
+            case "":
+                out.append(Opt("enable-kvm"))
+            case accel:
+                out.append(opt("accel", accel))
+        out.append(Opt("nodefaults"))
+        out.append(Opt("nographic"))
+        pflash = dict(zip(("pflash0", "pflash1"), self.pflash, strict=False))
+        out.append(opt("machine", None, ("type", "q35"),
+                       ("vmport", "off" if self.spice else None),
+                       ("pflash0", pflash.get("pflash0")), ("pflash1", pflash.get("pflash1"))))
+        hv: list[tuple[str, str | int | None]] = []
+        if a.enlightenments:
+            hv = [("hv_relaxed", ""), ("hv_spinlocks", "0x1fff"), ("hv_vapic", ""),
+                  ("hv_time", "")]
+        out.append(opt("cpu", q.cpu or "host", *hv))
+        if a.sockets > 0 or a.cores > 0:
+            out.append(opt("smp", None, ("sockets", a.sockets if a.sockets > 0 else None),
+                           ("cores", a.cores if a.cores > 0 else None)))
+        out.append(opt("m", None, ("size", f"{a.ram}M")))
+        out.append(opt("rtc", None, ("base", "utc"), ("clock", "host"), ("driftfix", "slew")))
+        out.extend(opt("mon", None, ("chardev", c), ("mode", "control")) for c in self.mons)
+        if self.spice is not None:
+            out.append(self.spice)
+        out.extend(opt("global", None, ("driver", d), ("property", p), ("value", v))
+                   for d, p, v in self.globals)
+        out.append(opt("boot", None, ("menu", "on"), ("reboot-timeout", 5000)))
+        boot = a.boot
+        if boot.bios:
+            out.append(plain("bios", boot.bios))
+        if boot.kernel:
+            out.append(plain("kernel", boot.kernel))
+        if boot.initrd:
+            out.append(plain("initrd", boot.initrd))
+        if boot.cmdline:
+            out.append(plain("append", boot.cmdline))
+        return out
+
+    def build(self) -> Plan:
+        if self.m.attrs.ram <= 0:
+            raise PlanError("no memory size was specified (attrs.memory.ram)",
+                            ('set "attrs": {"memory": {"ram": <MiB>}} in the machine or a tag',))
+        self.firmware()
+        self.qmp()
+        self.agent()
+        self.spice_step()
+        for volume in self.m.volumes:
+            self.apply_volume(volume)
+        self.connections()
+        self.devices()
+        self.plan.settings = self.settings()
+        return self.plan
+
+
+def plan_machine(machine: Machine, host: HostFile) -> Plan:
+    """Build the machine's hardware plan; the first problem raises a MachinaError."""
+    return _Builder(machine, host).build()

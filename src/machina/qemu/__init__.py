@@ -1,0 +1,1 @@
+"""QEMU option syntax (opts) and the argv built from a hardware plan (argv)."""

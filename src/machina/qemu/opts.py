@@ -1,0 +1,89 @@
+"""QEMU options: the only module that knows QEMU's option syntax.
+
+An option is a flag and an ordered list of parameters (spec/qemu.md §1). A parameter is a
+(name, value) pair: a value-only parameter (name "") is *cleaned* (commas, quotes, `=`,
+white space and non-printables removed: it is an id or a driver name); a named value has
+every `,` doubled (decisions D7), so no value can end the parameter and add another.
+A *plain* option (`-kernel PATH`, `-append TEXT`) takes its argument verbatim: QEMU does
+not split it at commas.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+_PROP_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
+_FLAG = re.compile(r"[a-z][a-z0-9-]*")
+
+Param = tuple[str, str]
+
+
+def clean(s: str) -> str:
+    """Remove `,`, `"`, `=`, white space and non-printable characters."""
+    return "".join(c for c in s if c not in ',"=' and not c.isspace() and c.isprintable())
+
+
+def escape(value: str) -> str:
+    """QEMU's keyval escaping: a `,` inside a value is written `,,`."""
+    return value.replace(",", ",,")
+
+
+def render_param(name: str, value: str) -> str:
+    n, v = clean(name), clean(value)
+    if n == "":
+        return v
+    if v == "":
+        return n
+    return n + "=" + escape(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Opt:
+    """One QEMU option: `-flag` and its parameter list, or a plain argument."""
+
+    flag: str
+    params: tuple[Param, ...] = ()
+    plain: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _FLAG.fullmatch(self.flag):
+            raise ValueError(f"invalid QEMU flag {self.flag!r}")
+        for name, _ in self.params:
+            if name and not _PROP_NAME.fullmatch(name):
+                raise ValueError(f"invalid QEMU property name {name!r}")
+        if self.plain is not None and self.params:
+            raise ValueError("a plain option has no parameters")
+
+    def value(self) -> str:
+        """The option's argument as QEMU receives it ("" when there is none)."""
+        if self.plain is not None:
+            return self.plain
+        return ",".join(r for r in (render_param(n, v) for n, v in self.params) if r)
+
+    def words(self) -> tuple[str, ...]:
+        """The argv words: `-flag`, then the argument when there is one."""
+        v = self.value()
+        return (f"-{self.flag}", v) if v or self.plain is not None else (f"-{self.flag}",)
+
+
+def opt(flag: str, head: str | None = None, *props: tuple[str, str | int | None]) -> Opt:
+    """Build an option: `opt("device", "ioh3420", ("id", "pcie.1.0"), ("bus", "pcie.0"))`.
+
+    Properties whose value is None are left out; ints are written in decimal.
+    """
+    params: list[Param] = [] if head is None else [("", head)]
+    for name, value in props:
+        if value is None:
+            continue
+        params.append((name, str(value)))
+    return Opt(flag, tuple(params))
+
+
+def plain(flag: str, value: str) -> Opt:
+    return Opt(flag, (), value)
+
+
+def flags(*names: str) -> Iterable[Opt]:
+    return (Opt(n) for n in names)

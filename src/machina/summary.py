@@ -1,0 +1,140 @@
+"""The text `machina cat` prints (spec/commands.md §2): machines and the host config."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from machina.config.schema import Attributes, Connection, Definition, Device, HostFile, Volume
+from machina.errors import MachinaError
+from machina.identity import ZERO_UUID
+from machina.model import Machine
+from machina.plan.devices import effective_port, qmp_socket_paths
+
+
+def _sorted(m: Mapping[str, object]) -> list[str]:
+    return sorted(m, key=lambda k: k.encode())
+
+
+def volume_text(v: Volume) -> str:
+    notes = []
+    if not v.wwn.is_zero:
+        notes.append(f"wwn: {v.wwn.display()}")
+    if v.serial:
+        notes.append(f"serial: {v.serial}")
+    if v.bootable:
+        notes.append("bootable")
+    text = f"{v.name}: {v.storage}"
+    return f"{text} ({', '.join(notes)})" if notes else text
+
+
+def connection_text(c: Connection) -> str:
+    if c.ip:
+        return f"{c.name}: {c.network} (ip: {c.ip}, mac: {c.mac})"
+    return f"{c.name}: {c.network} (mac: {c.mac})"
+
+
+def device_text(d: Device) -> str:
+    if d.id == ZERO_UUID:
+        return f"{d.name}: {d.device_class}"
+    return f"{d.name}: {d.device_class} ({d.id})"
+
+
+def _port_line(label: str, port: int, pattern: str, vars: dict[str, str],
+               strict: bool) -> Iterable[str]:
+    try:
+        value = effective_port(port, pattern, vars, strict=strict)
+    except MachinaError as exc:
+        yield f"{label}: {exc}"
+        return
+    if value > 0:
+        yield f"{label}: {value}"
+
+
+def definition_lines(machine_name: str, vars: dict[str, str], attrs: Attributes,
+                     volumes: Iterable[Volume], connections: Iterable[Connection],
+                     devices: Iterable[Device], *, strict: bool) -> list[tuple[int, str]]:
+    """Lines 5–21 of the machine summary as (level, text), level 0 = the top."""
+    out: list[tuple[int, str]] = []
+    if vars:
+        out.append((0, "Vars:"))
+        out.extend((1, f"{k}: {vars[k]}") for k in _sorted(vars))
+    a = attrs
+    if not a.firmware_code.is_empty:
+        out.append((0, f"Firmware Code (read-only): {volume_text(a.firmware_code)}"))
+    if not a.firmware_vars.is_empty:
+        out.append((0, f"Firmware Variables (read/write): {volume_text(a.firmware_vars)}"))
+    if a.sockets > 0:
+        out.append((0, f"Sockets: {a.sockets}"))
+    if a.cores > 0:
+        out.append((0, f"Cores: {a.cores}"))
+    if a.ram > 0:
+        out.append((0, f"RAM: {a.ram}M"))
+    if a.enlightenments:
+        out.append((0, "Hyper-V Enlightenments: Enabled"))
+    if a.qmp_enabled:
+        out.append((0, "QMP: Enabled"))
+        out.extend((0, f"QMP Socket Path: {p}")
+                   for p in qmp_socket_paths(machine_name, a.qmp_names, a.qmp_paths))
+    if a.agent_enabled:
+        out.append((0, "QEMU Guest Agent: Enabled"))
+        out.extend((0, line) for line in _port_line(
+            "QEMU Guest Agent Port", a.agent_port, a.agent_port_pattern, vars, strict))
+    if a.spice_enabled:
+        out.append((0, "Spice Display: Enabled"))
+        out.extend((0, line) for line in _port_line(
+            "Spice Port", a.spice_port, a.spice_port_pattern, vars, strict))
+        if a.spice_displays != 0:
+            out.append((0, f"Spice Display Count: {a.spice_displays}"))
+    for title, items in (("Volumes:", [volume_text(v) for v in volumes]),
+                         ("Connections:", [connection_text(c) for c in connections]),
+                         ("Devices:", [device_text(d) for d in devices])):
+        if items:
+            out.append((0, title))
+            out.extend((1, t) for t in items)
+    return out
+
+
+def _indent(lines: Iterable[tuple[int, str]], base: int) -> list[str]:
+    return ["  " * (base + level) + text for level, text in lines]
+
+
+def machine_summary(m: Machine) -> str:
+    head: list[tuple[int, str]] = []
+    if m.name:
+        head.append((0, f"Name: {m.name}"))
+    if m.description:
+        head.append((0, f"Description: {m.description}"))
+    if m.id != ZERO_UUID:
+        head.append((0, f"ID: {m.id}"))
+    if m.tags:
+        head.append((0, f"Tags: {','.join(m.tags)}"))
+    body = definition_lines(m.name, m.vars, m.attrs, m.volumes, m.connections, m.devices,
+                            strict=True)
+    return "\n".join(_indent([*head, *body], 1))
+
+
+def tag_lines(d: Definition) -> list[tuple[int, str]]:
+    return definition_lines("", d.vars, d.attrs, d.volumes, d.connections, d.devices,
+                            strict=False)
+
+
+def system_summary(host: HostFile) -> str:
+    out: list[tuple[int, str]] = []
+    if host.storage:
+        out.append((0, "Storage:"))
+        out.extend((1, f"{k}: {host.storage[k].path}") for k in _sorted(host.storage))
+    if host.network:
+        out.append((0, "Networks:"))
+        out.extend((1, f"{k}: {host.network[k].device}") for k in _sorted(host.network))
+    if host.mdev:
+        out.append((0, "Mediated Devices:"))
+        for k in _sorted(host.mdev):
+            out.append((1, f"{k}:"))
+            types = host.mdev[k].types
+            out.extend((2, f"{c}: {types[c]}") for c in _sorted(types))
+    if host.tag:
+        out.append((0, "Tags:"))
+        for k in _sorted(host.tag):
+            out.append((1, f"{k}:"))
+            out.extend((2 + level, text) for level, text in tag_lines(host.tag[k]))
+    return "\n".join(_indent(out, 1))

@@ -1,0 +1,1 @@
+"""systemd unit syntax (unit) and the units machina writes (render)."""

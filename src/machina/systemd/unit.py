@@ -1,0 +1,135 @@
+"""systemd unit files: the only module that knows unit syntax.
+
+Values are typed by context, so escaping cannot be forgotten:
+- Text: free text (`Description=`): `%` → `%%`, control characters refused.
+- Command: an argv (`Exec…=`): each word quoted as the reference does (spec/systemd.md
+  §3), then `%` → `%%` and `$` → `$$` (quirks Q6); control characters become C escapes
+  inside quotes. Lines may be continued with ` \\`.
+- Word: a single value that systemd splits like a command word (`RuntimeDirectory=`).
+- Raw: a constant the program itself writes (`simple`, `1m30s`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_@%+=:,./-")
+
+
+class Value(Protocol):
+    def render(self) -> str: ...
+
+
+def _c_escape(c: str) -> str:
+    match c:
+        case "\\":
+            return "\\\\"
+        case '"':
+            return '\\"'
+        case "'":
+            return "\\'"
+        case "\n":
+            return "\\n"
+        case "\t":
+            return "\\t"
+        case "\r":
+            return "\\r"
+    if ord(c) < 0x20 or ord(c) == 0x7F:
+        return f"\\x{ord(c):02x}"
+    return c
+
+
+def quote_word(word: str) -> str:
+    """Quote one word for an `Exec…=` line (the reference's Q, plus `%%`, `$$`, C escapes)."""
+    if all(c in SAFE for c in word):
+        q = word
+    else:
+        q = '"' + "".join(_c_escape(c) for c in word) + '"'
+    return q.replace("%", "%%").replace("$", "$$")
+
+
+@dataclass(frozen=True, slots=True)
+class Raw:
+    text: str
+
+    def render(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    text: str
+
+    def __post_init__(self) -> None:
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in self.text):
+            raise ValueError("control characters cannot appear in a unit setting")
+
+    def render(self) -> str:
+        return self.text.replace("%", "%%")
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    text: str
+
+    def render(self) -> str:
+        return quote_word(self.text)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """An argv; `lines` groups words onto continuation lines (one QEMU option a line)."""
+
+    lines: tuple[tuple[str, ...], ...]
+
+    @classmethod
+    def of(cls, *argv: str) -> Command:
+        return cls((tuple(argv),))
+
+    def argv(self) -> list[str]:
+        return [w for line in self.lines for w in line]
+
+    def render(self) -> str:
+        return " \\\n".join(" ".join(quote_word(w) for w in line) for line in self.lines)
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    name: str
+    entries: tuple[tuple[str, Value], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    sections: tuple[Section, ...]
+
+    def render(self) -> str:
+        out: list[str] = []
+        for i, section in enumerate(self.sections):
+            if i:
+                out.append("\n")
+            out.append(f"[{section.name}]\n")
+            for key, value in section.entries:
+                out.append(f"{key}={value.render()}\n")
+        return "".join(out)
+
+
+def section(name: str, *entries: tuple[str, Value]) -> Section:
+    return Section(name, tuple(entries))
+
+
+def durations(seconds: int) -> str:
+    """Go's duration format for whole seconds: 10s, 1m0s, 1m25s, 1h0m0s."""
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h}h{m}m{s}s"
+    if m:
+        return f"{m}m{s}s"
+    return f"{s}s"
+
+
+def lines_of(groups: Sequence[Sequence[str]]) -> tuple[tuple[str, ...], ...]:
+    return tuple(tuple(g) for g in groups)
