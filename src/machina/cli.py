@@ -204,15 +204,22 @@ def build_parser(prog: str) -> Parser:
     top.add_argument("-h", "--help", action="store_true")
     top.add_argument("--config-dir", metavar="DIR")
     top.add_argument("--debug", action="store_true")
+    common = Parser(add_help=False)
+    common.add_argument("--config-dir", metavar="DIR", default=argparse.SUPPRESS,
+                        help="Read DIR/machina.conf.json and DIR/machine.conf.d/.")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="Show tracebacks of errors.")
     sub = top.add_subparsers(dest="command", parser_class=Parser)
     for name, form, desc, arg_help in COMMANDS:
-        p = sub.add_parser(name, prog=f"{prog} {name}", description=desc, help=desc)
+        p = sub.add_parser(name, prog=f"{prog} {name}", description=desc, help=desc,
+                           parents=[common])
         if name == "query":
             qsub = p.add_subparsers(dest="what", parser_class=Parser, required=True)
             for what, d in (("pci", "Describes the PCI Bus in running virtual machines."),
                             ("cpu", "Describes the virtual CPUs present in running virtual "
                                     "machines.")):
-                q = qsub.add_parser(what, prog=f"{prog} query {what}", description=d, help=d)
+                q = qsub.add_parser(what, prog=f"{prog} query {what}", description=d, help=d,
+                                    parents=[common])
                 q.add_argument("machines", nargs="+", metavar="<machines>",
                                help="Virtual machines to query.")
             continue
@@ -238,6 +245,9 @@ def build_parser(prog: str) -> Parser:
             p.add_argument("--timeout", type=parse_duration, default=0.0, metavar="DURATION",
                            help="Quit QEMU if the guest has not powered off after DURATION "
                                 "(e.g. 1m25s). Implies --wait.")
+        if name in ("install", "init"):
+            p.add_argument("--root", metavar="DIR", default="/",
+                           help="Install below DIR instead of / (for packaging and tests).")
         if name == "list":
             p.add_argument("--offline", action="store_true",
                            help="Do not ask systemd for the units' states.")
@@ -304,7 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             ns = parser.parse_args(args[1:])
         except UsageError as exc:
-            sys.stdout.write(exc.parser.format_help() + "\n")
+            help_text = (_top_help(prog) if exc.parser is parser
+                         else exc.parser.format_help())
+            sys.stdout.write(help_text + "\n")
             _print_error(prog, exc, ())
             return 1
         debug = debug or ns.debug

@@ -37,21 +37,23 @@ class Configs:
             raise self._host
         return self._host
 
-    def machine_file(self, arg: str) -> MachineFile:
+    def machine_file(self, arg: str, label: str | None = None) -> MachineFile:
+        """The machine file named arg; errors name `label` (default: arg)."""
         try:
             check_machine_name(arg)
             return load_machine(self.where.machine_path(arg))
         except MachinaError as exc:
-            raise wrap(f'failed to load machine configuration for "{arg}"', exc) from exc
+            raise wrap(f'failed to load machine configuration for "{label or arg}"',
+                       exc) from exc
 
-    def machine(self, arg: str) -> Machine:
+    def machine(self, arg: str, label: str | None = None) -> Machine:
         """The machine merged with its tags (no hardware plan)."""
         host = self.host()
-        mf = self.machine_file(arg)
+        mf = self.machine_file(arg, label)
         try:
             return resolve_machine(mf, host)
         except MachinaError as exc:
-            raise wrap(f'failed to build configuration for "{arg}"', exc) from exc
+            raise wrap(f'failed to build configuration for "{label or arg}"', exc) from exc
 
     def build(self, arg: str) -> Built:
         machine = self.machine(arg)

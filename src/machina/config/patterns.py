@@ -62,8 +62,10 @@ def expand(pattern: str, lookup: Callable[[str], str | None], *, strict: bool,
         value = lookup(name)
         if value is None:
             if strict and not special:
+                from machina.config.values import go_quote
+
                 raise UndefinedVariableError(
-                    f"undefined variable {name!r} in pattern {pattern!r}"
+                    f"undefined variable {go_quote(name)} in pattern {go_quote(pattern)}"
                     + (f" ({where})" if where else ""),
                     ("define it in the machine's or a tag's \"vars\"",))
             value = ""

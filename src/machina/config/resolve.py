@@ -61,7 +61,7 @@ def union(a: Sequence[str], b: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _first(values: Iterable[T], is_set: object = bool) -> T | None:
+def _first(values: Iterable[T]) -> T | None:
     for v in values:
         if (v > 0) if isinstance(v, int) and not isinstance(v, bool) else bool(v):
             return v
@@ -156,13 +156,16 @@ def resolve_machine(machine: MachineFile, host: HostFile) -> Machine:
     volumes = _by_name(d.volumes for d in defs)
     connections = _by_name(d.connections for d in defs)
     devices = _by_name(d.devices for d in defs)
-    for what, items in (("volume", volumes), ("connection", connections),
-                        ("device", devices)):
-        if any(item.name == "" for item in items):
-            raise Failure(
-                f"a {what} of machine {machine.name} has no name",
-                (f'give every {what} a "name": machina derives its stable identifiers '
-                 "from it",))
+    sources = [machine.path, *(f"tag {t!r} in machina.conf.json" for t in machine.tags)]
+    for what, key in (("volume", "volumes"), ("connection", "connections"),
+                      ("device", "devices")):
+        for source, d in zip(sources, defs, strict=True):
+            for i, item in enumerate(getattr(d, key)):
+                if item.name == "":
+                    raise Failure(
+                        f"{source}: $.{key}[{i}]: a {what} without a name",
+                        (f'give every {what} a "name": machina derives its stable '
+                         "identifiers from it",))
     mid, name = machine.id, machine.name
     volumes = tuple(
         dataclasses.replace(
@@ -190,6 +193,3 @@ def resolve_machine(machine: MachineFile, host: HostFile) -> Machine:
         devices=devices,
     )
 
-
-def definition_types() -> tuple[type, ...]:
-    return (Volume, Connection, Device)

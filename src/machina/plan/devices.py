@@ -57,7 +57,7 @@ def volume_path(machine: Machine, volume: Volume, pool_name: str, pool: Storage)
     """Where a volume's file lives (config.md §6.3)."""
     if pool.pattern:
         p = expand(pool.pattern, storage_lookup(machine, volume.name), strict=True,
-                   where=f"storage pool {pool_name!r}, volume {volume.name!r}")
+                   where=f'storage pool "{pool_name}", volume "{volume.name}"')
     elif pool.type:
         p = volume.name + "." + pool.type
     else:

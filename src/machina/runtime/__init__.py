@@ -1,0 +1,1 @@
+"""Everything that touches the host: processes, systemd, QMP, sysfs, netlink."""

@@ -1,0 +1,341 @@
+"""The commands that act on a host: systemd units, QMP, sysfs, netlink, QEMU itself."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from machina import identity
+from machina.config.schema import Connection, HostFile
+from machina.core import Built, Configs
+from machina.errors import Failure, HostError, MachinaError
+from machina.model import Machine
+from machina.plan.devices import command_sockets, system_socket
+from machina.runtime import mdev, net, systemctl
+from machina.runtime.shutdown import Target, run_shutdown
+
+# --- systemd ------------------------------------------------------------------------------
+
+
+def _units(cfg: Configs, machines: Sequence[str]) -> list[str]:
+    return [f"machina-{cfg.machine_file(m).name}" for m in machines]
+
+
+def _systemctl(verb: str) -> object:
+    def command(cfg: Configs, ns: argparse.Namespace) -> int:
+        systemctl.systemctl(verb, _units(cfg, ns.machines))
+        return 0
+    return command
+
+
+status = _systemctl("status")
+enable = _systemctl("enable")
+disable = _systemctl("disable")
+start = _systemctl("start")
+stop = _systemctl("stop")
+
+
+# --- QMP -------------------------------------------------------------------------------------
+
+def shutdown(cfg: Configs, ns: argparse.Namespace) -> int:
+    built = cfg.build_all(ns.machines)
+    targets = [Target(b.machine.name, b.machine.attrs.qmp_enabled,
+                      (system_socket(b.machine.name),) if ns.system
+                      else command_sockets(b.machine.name)) for b in built]
+    run_shutdown(targets, wait=ns.wait, timeout=ns.timeout)
+    return 0
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def observe(cfg: Configs, ns: argparse.Namespace) -> int:
+    from machina.runtime import qmp
+
+    built = cfg.build_all(ns.machines)
+
+    async def one(m: Machine) -> None:
+        if not m.attrs.qmp_enabled:
+            _say(f"Cannot observe {m.name}: no QMP socket available")
+            return
+        try:
+            async with qmp.session(command_sockets(m.name)) as client:
+                g = client.greeting
+                version = package = ""
+                caps: list[str] = []
+                if g is not None:
+                    v = g.QMP.version.qemu
+                    version = f"{v.major}.{v.minor}.{v.micro}"
+                    package = g.QMP.version.package
+                    caps = [str(c) for c in g.QMP.capabilities]
+                _say(f"Connected to {m.name} (qemu {version} / {package.strip()}, "
+                     f"capabilities: [{' '.join(caps)}])")
+                listener = qmp.new_listener()
+                with client.listen(listener):
+                    closed = asyncio.ensure_future(qmp.wait_disconnected(client))
+                    try:
+                        while True:
+                            get = asyncio.ensure_future(listener.get())
+                            done, _ = await asyncio.wait(
+                                {get, closed}, return_when=asyncio.FIRST_COMPLETED)
+                            if get in done:
+                                _say(f"{m.name}: {qmp.event_text(get.result())}")
+                                continue
+                            get.cancel()
+                            for event in listener.clear():
+                                _say(f"{m.name}: {qmp.event_text(event)}")
+                            _say(f"{m.name}: QMP socket closed.")
+                            return
+                    finally:
+                        closed.cancel()
+        except MachinaError as exc:
+            _say(f"Failed to observe {m.name}: {exc}")
+
+    async def all_() -> None:
+        await asyncio.gather(*(one(b.machine) for b in built))
+
+    _run_async(all_())
+    return 0
+
+
+def query(cfg: Configs, ns: argparse.Namespace) -> int:
+    from machina.runtime import qmp
+
+    built = cfg.build_all(ns.machines)
+    command = "query-pci" if ns.what == "pci" else "query-cpus-fast"
+
+    async def one(m: Machine) -> str:
+        if not m.attrs.qmp_enabled:
+            return f"Cannot query {m.name}: no QMP socket available\n"
+        try:
+            async with qmp.session(command_sockets(m.name)) as client:
+                result = await qmp.execute(client, command)
+        except MachinaError as exc:
+            return f"Failed to query {m.name}: {exc}\n"
+        return f"----{m.name}----\n{json.dumps(result, indent=chr(9), ensure_ascii=False)}\n"
+
+    async def all_() -> list[str]:
+        return list(await asyncio.gather(*(one(b.machine) for b in built)))
+
+    for text in _run_async(all_()):
+        sys.stdout.write(text)
+    return 0
+
+
+def _run_async(coro: object) -> object:
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(coro)  # type: ignore[arg-type]
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return loop.run_until_complete(task)
+    except asyncio.CancelledError:
+        return []
+    finally:
+        loop.close()
+
+
+# --- host preparation ---------------------------------------------------------------------
+
+def _mdevs(m: Machine) -> list[mdev.Mdev]:
+    return [mdev.Mdev(d.device_class, d.name, str(d.id)) for d in m.devices
+            if d.id != identity.ZERO_UUID]
+
+
+def prepare(cfg: Configs, ns: argparse.Namespace) -> int:
+    built = cfg.build_all(ns.machines)
+    for b in built:
+        mdev.prepare_mdevs(cfg.host(), _mdevs(b.machine))
+    return 0
+
+
+def _warn(prog: str, exc: BaseException) -> None:
+    sys.stderr.write(f"{prog}: warning: {exc}\n")
+
+
+def teardown(cfg: Configs, ns: argparse.Namespace) -> int:
+    """Try everything; report failures as warnings; never fail the unit (quirks Q12)."""
+    built = cfg.build_all(ns.machines)
+    for b in built:
+        for failure in mdev.teardown_mdevs(_mdevs(b.machine)):
+            _warn("machina", failure)
+    return 0
+
+
+# --- networks -----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Selected:
+    machine: Machine
+    connection: Connection
+
+    @property
+    def link(self) -> str:
+        return identity.link_name(self.machine.name, self.connection.name)
+
+
+def select_connections(cfg: Configs, args: Sequence[str]) -> list[Selected]:
+    """Resolve `machine` and `machine.conn` arguments (commands.md §12, quirks Q8)."""
+    cfg.host()
+    machines: dict[str, Machine] = {}
+    out: list[Selected] = []
+    links: set[str] = set()
+    for arg in args:
+        machine_part, _, conn_part = arg.partition(".")
+        if machine_part not in machines:
+            machines[machine_part] = cfg.machine(machine_part, label=arg)
+        m = machines[machine_part]
+        if "." in arg:
+            chosen = [c for c in m.connections if c.name == conn_part][:1]
+            if not chosen:
+                raise Failure(f'failed to locate connection "{conn_part}" within '
+                              f'"{machine_part}"')
+        else:
+            chosen = list(m.connections)
+        for c in chosen:
+            s = Selected(m, c)
+            if s.link not in links:
+                links.add(s.link)
+                out.append(s)
+    return out
+
+
+def _find_by_link(cfg: Configs, link: str) -> list[Selected]:
+    """Quirks Q10: look for the link name among every machine's connections."""
+    for name in cfg.where.machine_names():
+        try:
+            m = cfg.machine(name)
+        except MachinaError:
+            continue
+        for c in m.connections:
+            if identity.link_name(m.name, c.name) == link:
+                return [Selected(m, c)]
+    return []
+
+
+def _switch(cfg: Configs, args: Sequence[str], enable: bool, *, by_link: bool) -> int:
+    host = cfg.host()
+    selected: list[Selected] = []
+    for arg in args:
+        try:
+            selected.extend(s for s in select_connections(cfg, [arg])
+                            if s.link not in {x.link for x in selected})
+        except MachinaError:
+            if not by_link:
+                raise
+            found = _find_by_link(cfg, arg)
+            if not found:
+                raise
+            selected.extend(s for s in found if s.link not in {x.link for x in selected})
+    first: MachinaError | None = None
+    for s in selected:
+        try:
+            _apply(host, s, enable)
+            _say(f"{s.link}: {'enabled' if enable else 'disabled'}")
+        except MachinaError as exc:
+            _say(f"{s.link}: failed: {exc}")
+            first = first or exc
+    if first is not None:
+        raise first
+    return 0
+
+
+def _apply(host: HostFile, s: Selected, enable: bool) -> None:
+    if enable:
+        network = host.network.get(s.connection.network)
+        if network is None:
+            raise HostError(f'invalid network name "{s.connection.network}"')
+        net.link_connect(s.link, network.device)
+    else:
+        net.link_disconnect(s.link)
+
+
+def connect(cfg: Configs, ns: argparse.Namespace) -> int:
+    return _switch(cfg, ns.machines, True, by_link=False)
+
+
+def disconnect(cfg: Configs, ns: argparse.Namespace) -> int:
+    return _switch(cfg, ns.machines, False, by_link=False)
+
+
+def ifupdown(prog: str, argv: Sequence[str]) -> int:
+    """`machina-ifup TAP` / `machina-ifdown TAP`, as QEMU's script= and downscript=."""
+    from machina.cli import Parser
+    from machina.config.load import ConfigDir
+
+    up = prog.endswith("-ifup")
+    p = Parser(prog=prog, description="Enables machina network connections." if up
+               else "Disables machina network connections.")
+    p.add_argument("--config-dir", metavar="DIR")
+    p.add_argument("connections", nargs="+",
+                   help=f"Connections to {'enable' if up else 'disable'}. Use the "
+                        "MACHINE.CONN format, or a tap name.")
+    ns = p.parse_args(list(argv))
+    cfg = Configs(ConfigDir(ns.config_dir or os.environ.get("MACHINA_CONFIG_DIR")))
+    return _switch(cfg, ns.connections, up, by_link=True)
+
+
+# --- running QEMU directly ----------------------------------------------------------------
+
+def run(cfg: Configs, ns: argparse.Namespace) -> int:
+    from machina.qemu.argv import render_argv
+    from machina.runtime import proc
+
+    b: Built = cfg.build(ns.machine)
+    m = b.machine
+    devices = _mdevs(m)
+    mdev.prepare_mdevs(cfg.host(), devices)
+    run_dir = os.path.join("/run/machina", m.name)
+    made_dir = False
+    result: MachinaError | None = None
+    try:
+        if m.attrs.qmp_enabled and not os.path.isdir(run_dir):
+            os.makedirs(run_dir, mode=0o755)
+            made_dir = True
+        child = proc.spawn(render_argv(b.plan.options()))
+
+        def forward(signum: int, frame: object) -> None:
+            child.terminate()
+
+        old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            code = child.wait()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        if code != 0:
+            result = Failure(f"exit status {code}")
+    finally:
+        failures = mdev.teardown_mdevs(devices)
+        if made_dir:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    if result is None and failures:
+        result = failures[0]
+    if result is not None:
+        raise result
+    return 0
+
+
+# --- installation ---------------------------------------------------------------------
+
+def install(cfg: Configs, ns: argparse.Namespace) -> int:
+    from machina.runtime.install import install_program
+
+    install_program(root=getattr(ns, "root", None) or "/")
+    return 0
+
+
+def init(cfg: Configs, ns: argparse.Namespace) -> int:
+    from machina.runtime.install import init_dirs
+
+    init_dirs(root=getattr(ns, "root", None) or "/")
+    return 0

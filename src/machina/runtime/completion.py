@@ -1,0 +1,54 @@
+"""Bash completion through `complete -C` (commands.md §17), which also works under sudo."""
+
+from __future__ import annotations
+
+import os
+import shlex
+
+from machina.config.load import ConfigDir
+
+MACHINE_COMMANDS = {"cat", "status", "observe", "generate", "enable", "disable", "start",
+                    "stop", "shutdown", "prepare", "teardown", "args", "run", "pci", "cpu"}
+FLAGS = {
+    "generate": ["--preview", "--unit-dir", "--no-reload", "--help"],
+    "shutdown": ["--system", "--wait", "--timeout", "--help"],
+    "list": ["--offline", "--help"],
+}
+
+
+def complete(line: str, point: str | None) -> str:
+    from machina.cli import COMMANDS
+
+    if point is not None and point.isdigit() and int(point) <= len(line):
+        line = line[: int(point)]
+    try:
+        words = shlex.split(line)
+    except ValueError:
+        words = line.split()
+    if line.endswith((" ", "\t")) or not words:
+        words.append("")
+    # under sudo (or env, nice…) the line starts with those: skip to the machina word
+    start = next((i for i, w in enumerate(words[:-1])
+                  if os.path.basename(w).startswith("machina")), 0)
+    words = words[start + 1:]
+    current = words[-1]
+    before = [w for w in words[:-1] if not w.startswith("-")]
+    config_dir = None
+    if "--config-dir" in words[:-1]:
+        i = words.index("--config-dir")
+        if i + 1 < len(words) - 1:
+            config_dir = words[i + 1]
+        before = [w for w in before if w != config_dir]
+    if not before:
+        candidates = [c[0] for c in COMMANDS] + ["--help", "--config-dir"]
+    elif before[0] == "query" and len(before) == 1:
+        candidates = ["pci", "cpu"]
+    elif current.startswith("-"):
+        candidates = FLAGS.get(before[0], ["--help"])
+    elif before[-1] in MACHINE_COMMANDS or before[0] in MACHINE_COMMANDS:
+        candidates = ConfigDir(config_dir).machine_names()
+        if before[0] == "cat":
+            candidates = ["system", *candidates]
+    else:
+        candidates = []
+    return "".join(c + "\n" for c in candidates if c.startswith(current))

@@ -1,0 +1,57 @@
+"""Writing unit files: atomically (temporary file, fsync, rename), then daemon-reload."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+
+from machina.errors import Failure
+from machina.runtime import proc
+from machina.systemd.render import unit_name
+
+SYSTEM_UNIT_DIR = "/etc/systemd/system"
+
+
+def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
+    """Replace path with text so that readers see the old file or the new, never half."""
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".machina-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def write_units(units: Sequence[tuple[str, str]], unit_dir: str | None, *,
+                reload: bool) -> None:
+    """Write every unit (all were rendered before: nothing is written on a build error)."""
+    target = unit_dir or SYSTEM_UNIT_DIR
+    if not os.path.isdir(target):
+        if unit_dir is None:
+            raise Failure("generation is only supported on systems that store systemd units "
+                          "in /etc/systemd/system",
+                          ("use --unit-dir DIR to write the units somewhere else",))
+        raise Failure(f"the unit directory {target} does not exist")
+    for name, text in units:
+        try:
+            write_atomic(os.path.join(target, unit_name(name)), text)
+        except OSError as exc:
+            raise Failure(f"failed to write {os.path.join(target, unit_name(name))}: "
+                          f"{exc.strerror or exc}") from exc
+    if reload:
+        proc.run(["systemctl", "daemon-reload"])
