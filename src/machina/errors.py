@@ -46,7 +46,7 @@ class ConfigErrors(MachinaError):
     errors: list[ConfigError] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return "; ".join(str(e) for e in self.errors)
+        return "\n".join(str(e) for e in self.errors)
 
     @property  # type: ignore[override]
     def hints(self) -> tuple[str, ...]:

@@ -10,9 +10,12 @@ not split it at commas.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from machina.errors import PlanError
 
 _PROP_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
 _FLAG = re.compile(r"[a-z][a-z0-9-]*")
@@ -77,7 +80,13 @@ def opt(flag: str, head: str | None = None, *props: tuple[str, str | int | None]
     for name, value in props:
         if value is None:
             continue
-        params.append((name, str(value)))
+        text = str(value)
+        if text and not clean(text):
+            # The reference would print the bare name (QEMU reads it as name=on).
+            raise PlanError(f"{json.dumps(text)} cannot be given to QEMU as {name}=",
+                            ("use a value with at least one letter, digit or symbol other "
+                             "than a comma, quote, = or white space",))
+        params.append((name, text))
     return Opt(flag, tuple(params))
 
 
