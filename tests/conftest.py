@@ -43,6 +43,12 @@ def _have(cap: str) -> bool:
 CAPS = ("qemu", "kvm", "systemd", "root", "nspawn")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true",
+                     help="rewrite the expected files of tests/cases (our own extensions' "
+                          "golden outputs; never ../shared) from the current machina")
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     required = {c for c in os.environ.get("MACHINA_REQUIRE", "").split(",") if c}
     for cap in CAPS:

@@ -171,7 +171,7 @@ HANDLERS: dict[str, Callable[[Configs, argparse.Namespace], int]] = {
     "gen-mac": cmd_gen_mac,
 }
 for _name in ("install", "init", "status", "observe", "enable", "disable", "start", "stop",
-              "shutdown", "prepare", "teardown", "connect", "disconnect", "run"):
+              "shutdown", "prepare", "teardown", "connect", "disconnect", "run", "query"):
     HANDLERS[_name] = _runtime(_name.replace("-", "_"))
 
 
@@ -339,4 +339,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
+        return 1
+    except Exception as exc:  # a bug: still one clear line, the traceback with --debug
+        if debug:
+            raise
+        _print_error(prog, Failure(f"unexpected {type(exc).__name__}: {exc}"),
+                     (f"this is a bug in machina; run {prog} --debug … to see where",))
         return 1

@@ -54,13 +54,15 @@ def _error_message_problem(stderr: str) -> str | None:
     first, *rest = stderr[:-1].split("\n")
     if not first.startswith(ERROR_PREFIX):
         return f"the first stderr line must start with {ERROR_PREFIX!r}"
-    extra = [line for line in rest if not line.startswith(HINT_PREFIX)]
+    # a message of several lines continues with lines indented by the prefix's width
+    pad = " " * len(ERROR_PREFIX)
+    extra = [line for line in rest if not line.startswith((HINT_PREFIX, pad))]
     if extra:
         return f"after the error line only {HINT_PREFIX!r} lines may follow, got {extra[0]!r}"
     return None
 
 
-def _judge(cmd: GoldenCommand, got: Outcome) -> str | None:
+def judge(cmd: GoldenCommand, got: Outcome) -> str | None:
     """What is wrong with machina's outcome for this command, or None."""
     stderr = _show(got.stderr)
     if "Traceback (most recent call last)" in stderr:
@@ -96,7 +98,7 @@ def test_golden_command(
     if from_expected():
         pytest.skip(f"{FROM_EXPECTED_ENV} is set: machina is not run")
     cmd = golden_command
-    problem = _judge(cmd, run_machina(machina_cmd, machina_env, cmd, cwd=tmp_path))
+    problem = judge(cmd, run_machina(machina_cmd, machina_env, cmd, cwd=tmp_path))
     if problem is not None:
         pytest.fail(
             f"machina --config-dir {cmd.case_dir} {' '.join(cmd.argv)} [{cmd.status}]: {problem}",

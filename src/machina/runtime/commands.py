@@ -73,9 +73,9 @@ def observe(cfg: Configs, ns: argparse.Namespace) -> int:
                 version = package = ""
                 caps: list[str] = []
                 if g is not None:
-                    v = g.QMP.version.qemu
-                    version = f"{v.major}.{v.minor}.{v.micro}"
-                    package = g.QMP.version.package
+                    v = g.QMP.version.get("qemu", {})
+                    version = f"{v.get('major')}.{v.get('minor')}.{v.get('micro')}"
+                    package = str(g.QMP.version.get("package", ""))
                     caps = [str(c) for c in g.QMP.capabilities]
                 _say(f"Connected to {m.name} (qemu {version} / {package.strip()}, "
                      f"capabilities: [{' '.join(caps)}])")
