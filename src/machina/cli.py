@@ -65,10 +65,10 @@ def cmd_cat(cfg: Configs, ns: argparse.Namespace) -> int:
 
 
 def cmd_generate(cfg: Configs, ns: argparse.Namespace) -> int:
-    from machina.systemd.render import render_unit
+    from machina.systemd.render import render_machine_unit
 
     built = cfg.build_all(ns.machines)
-    units = [(b.machine.name, render_unit(b.machine.name, b.plan.options()).render())
+    units = [(b.machine.name, render_machine_unit(b.machine, b.plan).render())
              for b in built]
     if ns.preview:
         out = []
@@ -80,8 +80,13 @@ def cmd_generate(cfg: Configs, ns: argparse.Namespace) -> int:
             out.append(text)
         sys.stdout.write("".join(out))
         return 0
+    from machina.runtime import access
     from machina.runtime import units as unitfiles
 
+    for b in built:
+        if b.machine.least:
+            for problem in access.check_plan(b.machine, b.plan):
+                _print_warning(prog_name(), problem)
     unitfiles.write_units(units, ns.unit_dir, reload=ns.unit_dir is None and not ns.no_reload)
     return 0
 
@@ -284,6 +289,17 @@ def parse_duration(text: str) -> float:
         total += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
     return sign * total
+
+
+def prog_name() -> str:
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "machina"
+    return "machina" if name in ("__main__.py", "-m", "-c") or name.endswith(".pyz") else name
+
+
+def _print_warning(prog: str, exc: MachinaError) -> None:
+    sys.stderr.write(f"{prog}: warning: {exc}\n")
+    for h in exc.hints:
+        sys.stderr.write(f"  hint: {h}\n")
 
 
 def _print_error(prog: str, exc: BaseException, hints: Sequence[str]) -> None:

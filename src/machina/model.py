@@ -20,3 +20,19 @@ class Machine:
     volumes: tuple[Volume, ...]
     connections: tuple[Connection, ...]
     devices: tuple[Device, ...]
+    privileges: str = "root"       # "root" (the reference) or "least" (ours)
+
+    @property
+    def least(self) -> bool:
+        return self.privileges == "least"
+
+    @property
+    def group_name(self) -> str:
+        """The machine's file-system access group (least privilege)."""
+        return f"machina-{self.name}"
+
+    @property
+    def group_id(self) -> int:
+        from machina.identity import group_id
+
+        return group_id(self.id, self.name)

@@ -110,6 +110,11 @@ def machine_summary(m: Machine) -> str:
         head.append((0, f"Tags: {','.join(m.tags)}"))
     body = definition_lines(m.name, m.vars, m.attrs, m.volumes, m.connections, m.devices,
                             strict=True)
+    if m.least:  # ours, only in least-privilege mode (D21): after the Vars block
+        at = next((i for i, (lvl, text) in enumerate(body) if lvl == 0 and text != "Vars:"),
+                  len(body))
+        body[at:at] = [(0, "Privileges: least (QEMU runs as a dynamic user, sandboxed)"),
+                       (0, f"File System Access Group: {m.group_name}:{m.group_id}")]
     return "\n".join(_indent([*head, *body], 1))
 
 

@@ -78,6 +78,7 @@ def build_tiny_guest(outdir: Path) -> Path:
             raise GuestBuildError(
                 f"building the tiny guest failed ({res.returncode}):\n"
                 f"$ {' '.join(argv)}\n{res.stderr}")
+        tmp.chmod(0o644)
         tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)

@@ -26,6 +26,7 @@ from machina.config.schema import (
     MachineFile,
     MediatedDevice,
     Network,
+    Privileges,
     QemuHost,
     Storage,
     Volume,
@@ -342,6 +343,7 @@ def _attrs(ctx: _Ctx, ptr: str, value: Any) -> Attributes:
                        "displays": _int}, "attrs.spice"),
         "boot": _sub({"kernel": _string, "initrd": _string, "cmdline": _string,
                       "bios": _string}, "attrs.boot"),
+        "privileges": _sub({"mode": _mode}, "attrs.privileges"),
     }, "attrs")
     if not f:
         return Attributes()
@@ -369,6 +371,7 @@ def _attrs(ctx: _Ctx, ptr: str, value: Any) -> Attributes:
         spice_port_pattern=spice.get("port-pattern", ""),
         spice_displays=spice.get("displays", 0),
         boot=Boot(**f.get("boot", {})),
+        privileges_mode=f.get("privileges", {}).get("mode", ""),
     )
 
 
@@ -415,6 +418,23 @@ def _mdev(ctx: _Ctx, ptr: str, value: Any) -> MediatedDevice:
     return MediatedDevice(**f) if f else MediatedDevice()
 
 
+PRIVILEGE_MODES = ("root", "least")
+
+
+def _mode(ctx: _Ctx, ptr: str, value: Any) -> str:
+    mode = _string(ctx, ptr, value)
+    if mode not in ("", *PRIVILEGE_MODES):
+        ctx.error(ptr, f"unknown privilege mode {json.dumps(mode)}",
+                  '"least" runs QEMU as an unprivileged, sandboxed user; "root" as root')
+        return ""
+    return mode
+
+
+def _privileges(ctx: _Ctx, ptr: str, value: Any) -> Privileges:
+    f = _fields(ctx, ptr, value, {"mode": _mode}, "privileges")
+    return Privileges(**f) if f else Privileges()
+
+
 def _qemu_host(ctx: _Ctx, ptr: str, value: Any) -> QemuHost:
     f = _fields(ctx, ptr, value, {"accel": _string, "cpu": _string}, "qemu")
     if not f:
@@ -449,11 +469,13 @@ def load_host(path: str) -> HostFile:
         "mdev": _map(_mdev),
         "tag": _map(_tag),
         "qemu": _qemu_host,
+        "privileges": _privileges,
     }, "machina.conf.json") or {}
     _raise(ctx)
     return HostFile(path=path, storage=f.get("storage", {}), network=f.get("network", {}),
                     mdev=f.get("mdev", {}), tag=f.get("tag", {}),
-                    qemu=f.get("qemu", QemuHost()))
+                    qemu=f.get("qemu", QemuHost()),
+                    privileges=f.get("privileges", Privileges()))
 
 
 def load_machine(path: str) -> MachineFile:

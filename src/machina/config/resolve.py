@@ -11,6 +11,7 @@ Definitions D = [machine, tag1, tag2, …]; "first" means earliest in D.
 | enlightenments/qmp/agent/spice .enabled         | OR: no definition can switch one off        |
 | qmp.sockets.names, .paths                       | union() from the last definition to the first |
 | boot.kernel/initrd/cmdline/bios (ours)          | first non-empty                             |
+| privileges.mode (ours)                          | first non-empty, else the host's, else root |
 | volumes, connections, devices                   | concatenated in D order; a name seen before drops the item |
 
 Then derived identifiers are filled in (identity.md §2.1).
@@ -112,6 +113,7 @@ def merge_attributes(defs: Sequence[Definition]) -> Attributes:
         spice_port_pattern=first_str(a.spice_port_pattern for a in attrs),
         spice_displays=first_int("spice_displays"),
         boot=boot,
+        privileges_mode=first_str(a.privileges_mode for a in attrs),
     )
 
 
@@ -180,14 +182,16 @@ def resolve_machine(machine: MachineFile, host: HostFile) -> Machine:
         d if d.id != identity.ZERO_UUID
         else dataclasses.replace(d, id=identity.device_id(mid, name, d.device_class, d.name))
         for d in devices)
+    attrs = merge_attributes(defs)
     return Machine(
+        privileges=attrs.privileges_mode or host.privileges.mode or "root",
         name=name,
         file_name=machine.file_name,
         description=machine.description,
         id=mid,
         tags=machine.tags,
         vars=merge_vars(defs),
-        attrs=merge_attributes(defs),
+        attrs=attrs,
         volumes=volumes,
         connections=connections,
         devices=devices,

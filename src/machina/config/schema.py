@@ -71,6 +71,7 @@ class Attributes:
     spice_port_pattern: str = ""
     spice_displays: int = 0
     boot: Boot = Boot()
+    privileges_mode: str = ""  # ours: "least" or "root" (attrs.privileges.mode)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,6 +126,13 @@ class QemuHost:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Privileges:
+    """How QEMU runs (our extension): "root" (the reference) or "least"."""
+
+    mode: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HostFile:
     path: str = ""
     storage: dict[str, Storage] = field(default_factory=dict)
@@ -132,3 +140,4 @@ class HostFile:
     mdev: dict[str, MediatedDevice] = field(default_factory=dict)
     tag: dict[str, Definition] = field(default_factory=dict)
     qemu: QemuHost = QemuHost()
+    privileges: Privileges = Privileges()

@@ -91,6 +91,27 @@ def command_sockets(machine_name: str) -> tuple[str, str]:
 
 # --- the plan ----------------------------------------------------------------------------
 
+@dataclass(frozen=True, slots=True)
+class FileUse:
+    """A file QEMU opens: what prepare makes usable by the machine's group (least mode)."""
+
+    path: str
+    writable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Tap:
+    """A tap machina creates itself in least-privilege mode (QEMU gets script=no)."""
+
+    link: str
+    bridge: str
+    network: str
+
+
+SANDBOX = (("obsolete", "deny"), ("elevateprivileges", "deny"), ("spawn", "deny"),
+           ("resourcecontrol", "deny"))
+
+
 @dataclass
 class Plan:
     """Every QEMU option of one machine, by section (qemu.md §3–5)."""
@@ -103,6 +124,8 @@ class Plan:
     topology: Topology = field(default_factory=Topology)
     # what the runtime needs to know
     mdevs: list[tuple[str, str, str]] = field(default_factory=list)  # (class, name, uuid)
+    files: list[FileUse] = field(default_factory=list)
+    taps: list[Tap] = field(default_factory=list)
 
     def options(self) -> tuple[Opt, ...]:
         resources = [opt("object", "iothread", ("id", f"iothread.{i}"))
@@ -140,6 +163,7 @@ class _Builder:
         if path == "":
             raise PlanError(
                 f'an empty path was provided when creating the "{name}" file protocol node')
+        self.plan.files.append(FileUse(path, not readonly))
         self._add_node(name, "file protocol", [("read-only", "on" if readonly else None),
                                                ("filename", path)], "file")
 
@@ -292,10 +316,16 @@ class _Builder:
                                 f"{conn.network}",
                                 ("networks are defined in machina.conf.json at $.network",))
             link = identity.link_name(self.m.name, conn.name)
+            if self.m.least:
+                # machina creates the tap itself (owned by the machine's group, on its
+                # bridge, up): QEMU, unprivileged, only opens it
+                self.plan.taps.append(Tap(link, network.device, conn.network))
+                up, down = "no", "no"
+            else:
+                up, down = network.up or DEFAULT_UP, network.down or DEFAULT_DOWN
             self.plan.netdevs.append(opt(
                 "netdev", "tap", ("id", f"net.{i}"), ("ifname", link),
-                ("script", network.up or DEFAULT_UP),
-                ("downscript", network.down or DEFAULT_DOWN)))
+                ("script", up), ("downscript", down)))
             mac = conn.mac
             self.topo.add_device(lambda bus, mac=mac, i=i: opt(
                 "device", "virtio-net-pci", ("bus", bus), ("mac", mac), ("netdev", f"net.{i}")))
@@ -356,6 +386,8 @@ class _Builder:
             out.append(plain("initrd", boot.initrd))
         if boot.cmdline:
             out.append(plain("append", boot.cmdline))
+        if m.least:
+            out.append(opt("sandbox", "on", *SANDBOX))
         return out
 
     def build(self) -> Plan:

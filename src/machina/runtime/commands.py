@@ -154,8 +154,34 @@ def _mdevs(m: Machine) -> list[mdev.Mdev]:
 def prepare(cfg: Configs, ns: argparse.Namespace) -> int:
     built = cfg.build_all(ns.machines)
     for b in built:
-        mdev.prepare_mdevs(cfg.host(), _mdevs(b.machine))
+        prepare_machine(cfg.host(), b)
     return 0
+
+
+def prepare_machine(host: HostFile, b: Built) -> None:
+    """Mediated devices; in least-privilege mode also file access and taps."""
+    m = b.machine
+    if m.least:
+        from machina.runtime import access
+
+        access.grant_all(m, b.plan)
+    mdev.prepare_mdevs(host, _mdevs(m))
+    if m.least:
+        for tap in b.plan.taps:
+            if not tap.bridge:
+                raise HostError(f'network "{tap.network}" names no bridge device')
+            net.tap_create(tap.link, tap.bridge, m.group_id)
+
+
+def teardown_machine(b: Built) -> list[MachinaError]:
+    failures: list[MachinaError] = list(mdev.teardown_mdevs(_mdevs(b.machine)))
+    if b.machine.least:
+        for tap in b.plan.taps:
+            try:
+                net.tap_remove(tap.link)
+            except MachinaError as exc:
+                failures.append(exc)
+    return failures
 
 
 def _warn(prog: str, exc: BaseException) -> None:
@@ -166,7 +192,7 @@ def teardown(cfg: Configs, ns: argparse.Namespace) -> int:
     """Try everything; report failures as warnings; never fail the unit (quirks Q12)."""
     built = cfg.build_all(ns.machines)
     for b in built:
-        for failure in mdev.teardown_mdevs(_mdevs(b.machine)):
+        for failure in teardown_machine(b):
             _warn("machina", failure)
     return 0
 
@@ -292,8 +318,7 @@ def run(cfg: Configs, ns: argparse.Namespace) -> int:
 
     b: Built = cfg.build(ns.machine)
     m = b.machine
-    devices = _mdevs(m)
-    mdev.prepare_mdevs(cfg.host(), devices)
+    prepare_machine(cfg.host(), b)
     run_dir = os.path.join("/run/machina", m.name)
     made_dir = False
     result: MachinaError | None = None
@@ -315,7 +340,7 @@ def run(cfg: Configs, ns: argparse.Namespace) -> int:
         if code != 0:
             result = Failure(f"exit status {code}")
     finally:
-        failures = mdev.teardown_mdevs(devices)
+        failures = teardown_machine(b)
         if made_dir:
             shutil.rmtree(run_dir, ignore_errors=True)
     if result is None and failures:

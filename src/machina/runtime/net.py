@@ -61,3 +61,42 @@ def link_disconnect(link: str) -> None:
             ipr.link("set", index=index, state="down")
         except Exception as exc:
             raise HostError(f"failed to turn the link down: {exc}") from exc
+
+
+def tap_create(link: str, bridge: str, gid: int) -> None:
+    """A persistent tap owned by the group gid, on the bridge, up (idempotent: an
+    existing link of that name is replaced; QEMU has not started yet)."""
+    with _ipr() as ipr:
+        bridge_index = _index(ipr, bridge)
+        if bridge_index is None:
+            raise HostError(f"bridge not found: {bridge}")
+        if _kind(ipr, bridge_index) != "bridge":
+            raise HostError(f'network link "{bridge}" is not a bridge')
+        old = _index(ipr, link)
+        if old is not None:
+            ipr.link("del", index=old)
+        try:
+            ipr.link("add", ifname=link, kind="tuntap", mode="tap", gid=gid)
+        except Exception as exc:
+            raise HostError(f"failed to create the tap {link}: {exc}") from exc
+        index = _index(ipr, link)
+        if index is None:
+            raise HostError(f"the tap {link} did not appear after it was created")
+        try:
+            ipr.link("set", index=index, master=bridge_index, state="up")
+        except Exception as exc:
+            raise HostError(f"failed to add the tap {link} to the bridge {bridge}: "
+                            f"{exc}") from exc
+
+
+def tap_remove(link: str) -> bool:
+    """Delete the tap; False when it was already gone."""
+    with _ipr() as ipr:
+        index = _index(ipr, link)
+        if index is None:
+            return False
+        try:
+            ipr.link("del", index=index)
+        except Exception as exc:
+            raise HostError(f"failed to remove the tap {link}: {exc}") from exc
+        return True

@@ -79,6 +79,25 @@ class Word:
 
 
 @dataclass(frozen=True, slots=True)
+class PathList:
+    """Space-separated paths (`ReadWritePaths=`): each quoted when needed, `%` → `%%`."""
+
+    paths: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        for p in self.paths:
+            if not p.startswith("/") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in p):
+                raise ValueError(f"not an absolute path without control characters: {p!r}")
+
+    def render(self) -> str:
+        def one(p: str) -> str:
+            if all(c in SAFE for c in p):
+                return p.replace("%", "%%")
+            return '"' + p.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%") + '"'
+        return " ".join(one(p) for p in self.paths)
+
+
+@dataclass(frozen=True, slots=True)
 class Command:
     """An argv; `lines` groups words onto continuation lines (one QEMU option a line)."""
 

@@ -1,0 +1,137 @@
+"""Least privilege: make exactly the machine's files usable by its group, or say how.
+
+QEMU runs as a dynamic user whose only useful group is the machine's (a GID hashed from
+its UUID and name). `prepare` (as root) grants that group access to the machine's own
+writable files (disk images, firmware variables) by changing their group, and checks
+that read-only files (ISOs, firmware code) and every directory above them are reachable
+already: those may be shared, so machina never changes them; the error says what to run.
+Nothing is ever opened wider than the machine's group.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+
+from machina.errors import HostError
+from machina.model import Machine
+from machina.plan.devices import FileUse, Plan
+
+_ACL_XATTR = "system.posix_acl_access"
+_ACL_GROUP, _ACL_MASK = 0x08, 0x10
+
+
+def _acl_group_perm(path: str, gid: int) -> int | None:
+    """The permission bits a POSIX ACL grants group gid (masked), or None."""
+    try:
+        raw = os.getxattr(path, _ACL_XATTR)
+    except OSError:
+        return None
+    perm: int | None = None
+    mask = 7
+    for off in range(4, len(raw) - 7, 8):
+        tag, p, ident = struct.unpack_from("<HHI", raw, off)
+        if tag == _ACL_GROUP and ident == gid:
+            perm = p
+        elif tag == _ACL_MASK:
+            mask = p
+    return None if perm is None else perm & mask
+
+
+def _allows(st: os.stat_result, path: str, gid: int, need: int) -> bool:
+    """Whether a process whose groups are {gid} (and whose uid owns nothing) may access."""
+    mode = st.st_mode
+    if (mode & 0o7) & need == need:
+        return True
+    if st.st_gid == gid and ((mode >> 3) & 0o7) & need == need:
+        return True
+    acl = _acl_group_perm(path, gid)
+    return acl is not None and acl & need == need
+
+
+def _describe(machine: Machine) -> str:
+    return f"{machine.group_name} (GID {machine.group_id})"
+
+
+def _check_dirs(machine: Machine, path: str) -> None:
+    gid = machine.group_id
+    d = os.path.dirname(os.path.abspath(path))
+    while True:
+        st = os.stat(d)
+        if not _allows(st, d, gid, 0o1):
+            raise HostError(
+                f"directory {d} is not searchable by the group {_describe(machine)}, so "
+                f"QEMU cannot reach {path}",
+                (f"allow the machine's group only: setfacl -m g:{gid}:x {d}",
+                 f"or, if the directory may be searched by everyone: chmod o+x {d}"))
+        if d == "/":
+            return
+        d = os.path.dirname(d)
+
+
+def problems(machine: Machine, use: FileUse) -> HostError | None:
+    """What stops the group from using the file, or None (reads only)."""
+    gid = machine.group_id
+    need = 0o6 if use.writable else 0o4
+    try:
+        _check_dirs(machine, use.path)
+        st = os.stat(use.path)
+    except HostError as exc:
+        return exc
+    except FileNotFoundError:
+        return HostError(f"{use.path} does not exist",
+                         ("create the volume's file (machina never creates or deletes "
+                          "disk images)",))
+    except OSError as exc:
+        return HostError(f"cannot inspect {use.path}: {exc.strerror or exc}")
+    if _allows(st, use.path, gid, need):
+        return None
+    what = "read and write" if use.writable else "read"
+    if use.writable and _own_file(st):
+        return HostError(f"{use.path} is not yet usable by {_describe(machine)}; "
+                         "machina prepare will give it to the group")
+    return HostError(
+        f"{use.path} cannot be {'written' if use.writable else 'read'} by the group "
+        f"{_describe(machine)}",
+        (f"let the machine's group {what} it: setfacl -m g:{gid}:{'rw' if use.writable else 'r'}"
+         f" {use.path}",)
+        + ((f"or, if only this machine uses it: chgrp {gid} {use.path} && "
+            f"chmod g+rw {use.path}",) if use.writable else
+           (f"or, if everyone may read it: chmod o+r {use.path}",)))
+
+
+def _own_file(st: os.stat_result) -> bool:
+    """A writable file machina may hand to the group: a regular file or block device
+    whose group is root or has no permissions (so no other group loses access)."""
+    kind_ok = stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)
+    return kind_ok and (st.st_gid == 0 or (st.st_mode >> 3) & 0o7 == 0)
+
+
+def grant(machine: Machine, use: FileUse) -> None:
+    """Make one file usable by the machine's group, or raise an error saying how."""
+    problem = problems(machine, use)
+    if problem is None:
+        return
+    st = os.stat(use.path) if os.path.exists(use.path) else None
+    if use.writable and st is not None and _own_file(st) and \
+            not str(problem).startswith("directory"):
+        os.chown(use.path, -1, machine.group_id)
+        os.chmod(use.path, stat.S_IMODE(st.st_mode) | stat.S_IRGRP | stat.S_IWGRP)
+        return
+    raise problem
+
+
+def check_plan(machine: Machine, plan: Plan) -> list[HostError]:
+    """Warnings for `generate`: files the group cannot use (prepare would fix or refuse)."""
+    out = []
+    for use in plan.files:
+        problem = problems(machine, use)
+        if problem is not None and not str(problem).endswith("will give it to the group"):
+            out.append(problem)
+    return out
+
+
+def grant_all(machine: Machine, plan: Plan) -> None:
+    for use in plan.files:
+        grant(machine, use)
