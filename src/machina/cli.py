@@ -320,7 +320,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if prog.endswith("-ifup") or prog.endswith("-ifdown"):
             from machina.runtime import commands
 
-            return commands.ifupdown(prog, args[1:])
+            try:
+                return commands.ifupdown(prog, args[1:])
+            except UsageError as exc:
+                sys.stdout.write(exc.parser.format_help() + "\n")
+                _print_error(prog, exc, ())
+                return 1
         if "COMP_LINE" in os.environ:
             from machina.runtime.completion import complete
 

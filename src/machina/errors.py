@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 class MachinaError(Exception):
     """Root of every error machina reports to the user (exit status 1)."""
 
-    hints: tuple[str, ...] = ()
-
-    def __str__(self) -> str:  # pragma: no cover - overridden
-        return super().__str__()
+    @property
+    def hints(self) -> tuple[str, ...]:
+        """What the user can do about it, one line each."""
+        return ()
 
 
 @dataclass(eq=False)
@@ -19,7 +19,11 @@ class Failure(MachinaError):
     """A plain error: a message and optional hints."""
 
     message: str
-    hints: tuple[str, ...] = ()
+    fixes: tuple[str, ...] = ()
+
+    @property
+    def hints(self) -> tuple[str, ...]:
+        return self.fixes
 
     def __str__(self) -> str:
         return self.message
@@ -32,7 +36,11 @@ class ConfigError(MachinaError):
     file: str
     pointer: str
     message: str
-    hints: tuple[str, ...] = ()
+    fixes: tuple[str, ...] = ()
+
+    @property
+    def hints(self) -> tuple[str, ...]:
+        return self.fixes
 
     def __str__(self) -> str:
         where = ": ".join(p for p in (self.file, self.pointer) if p)
@@ -48,7 +56,7 @@ class ConfigErrors(MachinaError):
     def __str__(self) -> str:
         return "\n".join(str(e) for e in self.errors)
 
-    @property  # type: ignore[override]
+    @property
     def hints(self) -> tuple[str, ...]:
         return tuple(h for e in self.errors for h in e.hints)
 
@@ -63,7 +71,7 @@ class WrappedError(MachinaError):
     def __str__(self) -> str:
         return f"{self.context}: {self.cause}"
 
-    @property  # type: ignore[override]
+    @property
     def hints(self) -> tuple[str, ...]:
         return self.cause.hints
 

@@ -27,7 +27,8 @@ GUEST_SHUTDOWN = {"guest": True, "reason": "guest-shutdown"}
 
 
 class Boot(Protocol):
-    def __call__(self, append: str = "", *, bios: Path | None = QBOOT) -> GuestProcess: ...
+    def __call__(self, append: str = "", *, bios: Path | None = QBOOT,
+                 ready_timeout: float = 10.0) -> GuestProcess: ...
 
 
 @pytest.fixture
@@ -35,12 +36,13 @@ def boot(tmp_path: Path, tiny_guest_elf: Path) -> Iterator[Boot]:
     """boot(append, bios=...) starts the tiny guest and waits for READY on COM1."""
     with contextlib.ExitStack() as stack:
 
-        def _boot(append: str = "", *, bios: Path | None = QBOOT) -> GuestProcess:
+        def _boot(append: str = "", *, bios: Path | None = QBOOT,
+                  ready_timeout: float = 10.0) -> GuestProcess:
             qmp, serial = tmp_path / "qmp.sock", tmp_path / "com1.log"
             argv = tiny_guest_argv(tiny_guest_elf, qmp=qmp, serial=serial, append=append,
                                    bios=bios)
             g = stack.enter_context(start_guest(argv, qmp=qmp, serial=serial))
-            g.wait_serial(READY, timeout=10)
+            g.wait_serial(READY, timeout=ready_timeout)
             return g
 
         yield _boot
@@ -67,9 +69,10 @@ def test_powerdown_shuts_the_guest_down(boot: Boot) -> None:
     assert "POWERDOWN 1 " in g.serial()
 
 
+@pytest.mark.slow
 def test_powerdown_under_seabios(boot: Boot) -> None:
-    """QEMU's default firmware programs the ICH9 PM block itself (~3 s boot)."""
-    g = boot(bios=None)
+    """QEMU's default firmware programs the ICH9 PM block itself (boots in 3-14 s here)."""
+    g = boot(bios=None, ready_timeout=60)
     assert "pmbase 0x0600 (firmware)" in g.serial()
     ev, _ = asyncio.run(powerdown_and_wait(g, timeout=2.0))
     assert ev is not None and ev["data"] == GUEST_SHUTDOWN, g.describe()

@@ -119,19 +119,31 @@ _DEVICE = re.compile(r"^    (\S+): (\S+) \(([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-
 
 def cat_devices(machina: Machina, config_dir: Path,
                 names: Sequence[str]) -> dict[str, list[tuple[str, str, str]]]:
-    """{machine: [(device name, class, uuid)]} from the `Devices:` section of `machina cat`."""
+    """{machine: [(device name, class, uuid)]} from the `Devices:` sections of one
+    `machina cat NAME…` (with several machines each summary follows `----NAME----`)."""
+    proc = machina.run("cat", *names, config_dir=config_dir)
+    assert_ok(proc)
+    if len(names) == 1:
+        sections = {names[0]: proc.stdout.splitlines()}
+    else:
+        sections = {}
+        current: list[str] = []
+        for line in proc.stdout.splitlines():
+            m = re.fullmatch(r"----(.+)----", line)
+            if m:
+                current = sections.setdefault(m.group(1), [])
+            else:
+                current.append(line)
+    assert list(sections) == list(names), describe(proc)
     out: dict[str, list[tuple[str, str, str]]] = {}
-    for name in names:
-        proc = machina.run("cat", name, config_dir=config_dir)
-        assert_ok(proc)
-        lines = proc.stdout.splitlines()
-        assert "  Devices:" in lines, describe(proc)
+    for name, lines in sections.items():
         devs = []
-        for line in lines[lines.index("  Devices:") + 1:]:
-            m = _DEVICE.match(line)
-            if not m:
-                break
-            devs.append((m.group(1), m.group(2), m.group(3)))
+        if "  Devices:" in lines:
+            for line in lines[lines.index("  Devices:") + 1:]:
+                m = _DEVICE.match(line)
+                if not m:
+                    break
+                devs.append((m.group(1), m.group(2), m.group(3)))
         out[name] = devs
     return out
 

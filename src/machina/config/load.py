@@ -204,7 +204,7 @@ def _bool(ctx: _Ctx, ptr: str, value: Any) -> bool:
 def _int(ctx: _Ctx, ptr: str, value: Any) -> int:
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, int) or isinstance(value, _FloatToken):
+    if isinstance(value, bool) or not isinstance(value, int):
         ctx.error(ptr, f"expected a whole number, got {_describe(value)}")
         return 0
     return value
@@ -492,7 +492,7 @@ def load_machine(path: str) -> MachineFile:
     name = f.get("name", "") or file_name
     machine_id = f.get("id", ZERO_UUID)
     if not ctx.errors and machine_id == ZERO_UUID:
-        ctx.error("$.id", "the machine has no id" if "id" not in f or data.get("id") is None
+        ctx.error("$.id", "the machine has no id" if "id" not in f or (data or {}).get("id") is None
                   else "the all-zero UUID is not a machine id",
                   "every machine needs its own UUID: add \"id\": \"<uuid>\" "
                   "(machina gen-id makes one)")

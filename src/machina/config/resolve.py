@@ -6,13 +6,15 @@ Definitions D = [machine, tag1, tag2, …]; "first" means earliest in D.
 |-------------------------------------------------|---------------------------------------------|
 | vars                                            | union; the first definition with a key wins |
 | firmware.code, firmware.vars                    | first non-empty volume, as a whole object   |
-| cpu.sockets/cores, memory.ram, agent/spice port, spice.displays | first value > 0             |
+| cpu.sockets/cores, memory.ram, agent/spice     | first value > 0                             |
+| port, spice.displays                            |                                             |
 | agent/spice port-pattern                        | first non-empty                             |
 | enlightenments/qmp/agent/spice .enabled         | OR: no definition can switch one off        |
 | qmp.sockets.names, .paths                       | union() from the last definition to the first |
 | boot.kernel/initrd/cmdline/bios (ours)          | first non-empty                             |
 | privileges.mode (ours)                          | first non-empty, else the host's, else root |
-| volumes, connections, devices                   | concatenated in D order; a name seen before drops the item |
+| volumes, connections, devices                   | concatenated in D order; a name seen before |
+|                                                 | drops the item (whole objects)              |
 
 Then derived identifiers are filled in (identity.md §2.1).
 """
@@ -28,9 +30,7 @@ from machina import identity
 from machina.config.schema import (
     Attributes,
     Boot,
-    Connection,
     Definition,
-    Device,
     HostFile,
     MachineFile,
     Volume,

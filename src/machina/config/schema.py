@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from machina.config.values import Wwn
 from machina.identity import ZERO_UUID
 
+NO_WWN = Wwn()
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Volume:
     name: str = ""
     storage: str = ""
-    wwn: Wwn = Wwn()
+    wwn: Wwn = NO_WWN
     serial: str = ""
     bootable: bool = False
     readonly: bool = False  # ours (decisions D16)

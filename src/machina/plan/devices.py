@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from machina import identity
 from machina.config.patterns import expand, join_path, mapping_lookup, parse_port
@@ -132,6 +133,14 @@ class Plan:
                      for i in range(self.iothreads)]
         return (*self.settings, *resources, *self.blockdevs, *self.chardevs, *self.netdevs,
                 *self.topology.opts())
+
+
+def _nic(bus: str, *, mac: str, netdev: str) -> Opt:
+    return opt("device", "virtio-net-pci", ("bus", bus), ("mac", mac), ("netdev", netdev))
+
+
+def _vfio(bus: str, *, id: str, sysfs: str) -> Opt:
+    return opt("device", "vfio-pci", ("id", id), ("bus", bus), ("sysfsdev", sysfs))
 
 
 class _Builder:
@@ -326,9 +335,7 @@ class _Builder:
             self.plan.netdevs.append(opt(
                 "netdev", "tap", ("id", f"net.{i}"), ("ifname", link),
                 ("script", up), ("downscript", down)))
-            mac = conn.mac
-            self.topo.add_device(lambda bus, mac=mac, i=i: opt(
-                "device", "virtio-net-pci", ("bus", bus), ("mac", mac), ("netdev", f"net.{i}")))
+            self.topo.add_device(partial(_nic, mac=conn.mac, netdev=f"net.{i}"))
 
     def devices(self) -> None:
         classes = {c for md in self.host.mdev.values() for c in md.types}
@@ -338,9 +345,8 @@ class _Builder:
                                 f"{dev.device_class}",
                                 ("device classes are the keys of $.mdev.*.types in "
                                  "machina.conf.json",))
-            sysfs = f"/sys/bus/mdev/devices/{dev.id}"
-            self.topo.add_device(lambda bus, k=k, sysfs=sysfs: opt(
-                "device", "vfio-pci", ("id", f"vfio.{k}"), ("bus", bus), ("sysfsdev", sysfs)))
+            self.topo.add_device(partial(_vfio, id=f"vfio.{k}",
+                                         sysfs=f"/sys/bus/mdev/devices/{dev.id}"))
             self.plan.mdevs.append((dev.device_class, dev.name, str(dev.id)))
 
     def settings(self) -> list[Opt]:

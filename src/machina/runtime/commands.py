@@ -9,8 +9,9 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from machina import identity
 from machina.config.schema import Connection, HostFile
@@ -20,6 +21,8 @@ from machina.model import Machine
 from machina.plan.devices import command_sockets, system_socket
 from machina.runtime import mdev, net, systemctl
 from machina.runtime.shutdown import Target, run_shutdown
+
+T = TypeVar("T")
 
 # --- systemd ------------------------------------------------------------------------------
 
@@ -73,9 +76,10 @@ def observe(cfg: Configs, ns: argparse.Namespace) -> int:
                 version = package = ""
                 caps: list[str] = []
                 if g is not None:
-                    v = g.QMP.version.get("qemu", {})
+                    ver: Any = g.QMP.version
+                    v = ver.get("qemu", {})
                     version = f"{v.get('major')}.{v.get('minor')}.{v.get('micro')}"
-                    package = str(g.QMP.version.get("package", ""))
+                    package = str(ver.get("package", ""))
                     caps = [str(c) for c in g.QMP.capabilities]
                 _say(f"Connected to {m.name} (qemu {version} / {package.strip()}, "
                      f"capabilities: [{' '.join(caps)}])")
@@ -103,7 +107,7 @@ def observe(cfg: Configs, ns: argparse.Namespace) -> int:
     async def all_() -> None:
         await asyncio.gather(*(one(b.machine) for b in built))
 
-    _run_async(all_())
+    _run_async(all_(), None)
     return 0
 
 
@@ -126,20 +130,21 @@ def query(cfg: Configs, ns: argparse.Namespace) -> int:
     async def all_() -> list[str]:
         return list(await asyncio.gather(*(one(b.machine) for b in built)))
 
-    for text in _run_async(all_()):
+    for text in _run_async(all_(), []):
         sys.stdout.write(text)
     return 0
 
 
-def _run_async(coro: object) -> object:
+def _run_async(coro: Coroutine[Any, Any, T], cancelled: T) -> T:
+    """Run coro; SIGINT and SIGTERM cancel it (commands.md §0.5), giving `cancelled`."""
     loop = asyncio.new_event_loop()
-    task = loop.create_task(coro)  # type: ignore[arg-type]
+    task = loop.create_task(coro)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)
     try:
         return loop.run_until_complete(task)
     except asyncio.CancelledError:
-        return []
+        return cancelled
     finally:
         loop.close()
 

@@ -17,7 +17,7 @@ RED, GREEN, RESET = "\033[31m", "\033[32m", "\033[0m"
 
 def go_duration(seconds: float) -> str:
     """Go's duration format rounded to whole seconds: 3h2m1s, 5m0s, 42s."""
-    s = int(round(seconds))
+    s = round(seconds)
     h, rest = divmod(s, 3600)
     m, sec = divmod(rest, 60)
     if h:
@@ -49,7 +49,7 @@ def list_machines(cfg: Configs, *, live: bool = True) -> str:
     units = [unit_name(n) for n in names]
     states = unit_states(units) if live else {}
     now = time.time()
-    rows = []
+    rows: list[tuple[str, str, str, str, str, UnitState]] = []
     for name, unit in zip(names, units, strict=True):
         st = states.get(unit, UnitState())
         try:
@@ -63,7 +63,10 @@ def list_machines(cfg: Configs, *, live: bool = True) -> str:
         duration = go_duration(now - since) if since > 0 and now > since else ""
         rows.append((name, st.load, state, duration, end, st))
     colour = _colour()
-    widths = [max((len(r[i]) for r in rows), default=0) for i in range(4)]
+    widths = [max((len(r[0]) for r in rows), default=0),
+              max((len(r[1]) for r in rows), default=0),
+              max((len(r[2]) for r in rows), default=0),
+              max((len(r[3]) for r in rows), default=0)]
     out = []
     for name, load, state, duration, end, st in rows:
         cols = [name.ljust(widths[0])]

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from qemu.qmp import EventListener, QMPClient
@@ -61,10 +61,8 @@ def _reason(exc: BaseException) -> str:
 
 
 async def _quiet_disconnect(client: QMPClient) -> None:
-    try:
+    with suppress(Exception):
         await client.disconnect()
-    except Exception:  # noqa: S110 - the session is over either way
-        pass
 
 
 async def execute(client: QMPClient, command: str,

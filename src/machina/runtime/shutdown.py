@@ -8,6 +8,7 @@ re-sent every 5 s (a guest can miss one while it boots) and `quit` is sent at th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -87,10 +88,8 @@ async def _watch(client: object, listener: object, name: str, timeout: float) ->
             elif now >= next_press:
                 next_press = now + RESEND_INTERVAL
                 if not qmp.disconnected(client):
-                    try:
+                    with contextlib.suppress(MachinaError):
                         await qmp.execute(client, "system_powerdown")
-                    except MachinaError:
-                        pass
     finally:
         closed.cancel()
 

@@ -43,10 +43,7 @@ def _c_escape(c: str) -> str:
 
 def quote_word(word: str) -> str:
     """Quote one word for an `Exec…=` line (the reference's Q, plus `%%`, `$$`, C escapes)."""
-    if all(c in SAFE for c in word):
-        q = word
-    else:
-        q = '"' + "".join(_c_escape(c) for c in word) + '"'
+    q = word if all(c in SAFE for c in word) else '"' + "".join(_c_escape(c) for c in word) + '"'
     return q.replace("%", "%%").replace("$", "$$")
 
 
