@@ -71,6 +71,8 @@ def definition_lines(machine_name: str, vars: dict[str, str], attrs: Attributes,
         out.append((0, f"RAM: {a.ram}M"))
     if a.enlightenments:
         out.append((0, "Hyper-V Enlightenments: Enabled"))
+    if a.shutdown_timeout > 0:  # ours (D21: only when set)
+        out.append((0, f"Shutdown Timeout: {a.shutdown_timeout}s"))
     if a.qmp_enabled:
         out.append((0, "QMP: Enabled"))
         out.extend((0, f"QMP Socket Path: {p}")

@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from qemu.qmp import EventListener, QMPClient
 from qemu.qmp.protocol import Runstate
@@ -78,6 +78,34 @@ def tiny_guest_argv(
     if bios is not None:
         argv += ["-bios", os.fspath(bios)]
     argv += ["-kernel", os.fspath(elf), "-append", append,
+             "-chardev", f"file,id=com1,path={_opt(serial)}", "-serial", "chardev:com1"]
+    return argv + qmp_args(qmp)
+
+
+def linux_guest_argv(
+    kernel: Path,
+    initrd: Path,
+    *,
+    qmp: Path,
+    serial: Path,
+    append: str = "",
+    accel: str = "tcg",
+    bios: Path | None = QBOOT,
+    memory_mb: int = 256,
+    qemu: str = QEMU,
+) -> list[str]:
+    """QEMU command line booting a kernel + busybox initramfs (``tests/guest/linux.py``).
+
+    The console is ttyS0 (COM1, written to ``serial``); ``append`` adds kernel
+    options such as ``guest.delay=2`` or ``guest.ignore``.  The default TCG works
+    on hosts where KVM cannot run a stock kernel.
+    """
+    cmdline = " ".join(w for w in ("console=ttyS0 panic=-1 loglevel=4", append) if w)
+    argv = [qemu, "-machine", "q35", "-accel", accel, "-m", str(memory_mb),
+            "-nodefaults", "-display", "none", "-no-reboot"]
+    if bios is not None:
+        argv += ["-bios", os.fspath(bios)]
+    argv += ["-kernel", os.fspath(kernel), "-initrd", os.fspath(initrd), "-append", cmdline,
              "-chardev", f"file,id=com1,path={_opt(serial)}", "-serial", "chardev:com1"]
     return argv + qmp_args(qmp)
 
@@ -135,6 +163,13 @@ class GuestProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+class BootTinyGuest(Protocol):
+    """Type of the ``boot_tiny_guest`` fixture (tests/e2e/conftest.py)."""
+
+    def __call__(self, append: str = "", *, bios: Path | None = QBOOT,
+                 ready_timeout: float = 10.0) -> GuestProcess: ...
 
 
 @contextlib.contextmanager

@@ -2,23 +2,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
-from guests import (
-    QBOOT,
-    READY,
-    GuestProcess,
-    next_event,
-    qmp_session,
-    start_guest,
-    tiny_guest_argv,
-    wait_disconnected,
-)
+from guests import BootTinyGuest, GuestProcess, next_event, qmp_session, wait_disconnected
 from qemu.qmp import EventListener
 
 pytestmark = [pytest.mark.qemu, pytest.mark.kvm]
@@ -26,29 +14,9 @@ pytestmark = [pytest.mark.qemu, pytest.mark.kvm]
 GUEST_SHUTDOWN = {"guest": True, "reason": "guest-shutdown"}
 
 
-class Boot(Protocol):
-    def __call__(self, append: str = "", *, bios: Path | None = QBOOT,
-                 ready_timeout: float = 10.0) -> GuestProcess: ...
-
-
-@pytest.fixture
-def boot(tmp_path: Path, tiny_guest_elf: Path) -> Iterator[Boot]:
-    """boot(append, bios=...) starts the tiny guest and waits for READY on COM1."""
-    with contextlib.ExitStack() as stack:
-
-        def _boot(append: str = "", *, bios: Path | None = QBOOT,
-                  ready_timeout: float = 10.0) -> GuestProcess:
-            qmp, serial = tmp_path / "qmp.sock", tmp_path / "com1.log"
-            argv = tiny_guest_argv(tiny_guest_elf, qmp=qmp, serial=serial, append=append,
-                                   bios=bios)
-            g = stack.enter_context(start_guest(argv, qmp=qmp, serial=serial))
-            g.wait_serial(READY, timeout=ready_timeout)
-            return g
-
-        yield _boot
-
-
-async def powerdown_and_wait(g: GuestProcess, timeout: float) -> tuple[dict[str, Any] | None, float]:
+async def powerdown_and_wait(
+    g: GuestProcess, timeout: float
+) -> tuple[dict[str, Any] | None, float]:
     """Send system_powerdown; return the SHUTDOWN event (or None) and its delay."""
     async with qmp_session(g.qmp_path) as qmp:
         listener = EventListener("SHUTDOWN")
@@ -59,8 +27,8 @@ async def powerdown_and_wait(g: GuestProcess, timeout: float) -> tuple[dict[str,
             return ev, time.monotonic() - t0
 
 
-def test_powerdown_shuts_the_guest_down(boot: Boot) -> None:
-    g = boot()
+def test_powerdown_shuts_the_guest_down(boot_tiny_guest: BootTinyGuest) -> None:
+    g = boot_tiny_guest()
     ev, delay = asyncio.run(powerdown_and_wait(g, timeout=2.0))
     assert ev is not None, f"no SHUTDOWN within 2 s\n{g.describe()}"
     assert ev["data"] == GUEST_SHUTDOWN
@@ -70,17 +38,17 @@ def test_powerdown_shuts_the_guest_down(boot: Boot) -> None:
 
 
 @pytest.mark.slow
-def test_powerdown_under_seabios(boot: Boot) -> None:
+def test_powerdown_under_seabios(boot_tiny_guest: BootTinyGuest) -> None:
     """QEMU's default firmware programs the ICH9 PM block itself (boots in 3-14 s here)."""
-    g = boot(bios=None, ready_timeout=60)
+    g = boot_tiny_guest(bios=None, ready_timeout=60)
     assert "pmbase 0x0600 (firmware)" in g.serial()
     ev, _ = asyncio.run(powerdown_and_wait(g, timeout=2.0))
     assert ev is not None and ev["data"] == GUEST_SHUTDOWN, g.describe()
     assert g.wait_exit(5) == 0
 
 
-def test_delay_postpones_the_power_off(boot: Boot) -> None:
-    g = boot("delay=1")
+def test_delay_postpones_the_power_off(boot_tiny_guest: BootTinyGuest) -> None:
+    g = boot_tiny_guest("delay=1")
     assert "delay_ms=1000" in g.serial()
     ev, delay = asyncio.run(powerdown_and_wait(g, timeout=3.0))
     assert ev is not None and ev["data"] == GUEST_SHUTDOWN, g.describe()
@@ -88,8 +56,8 @@ def test_delay_postpones_the_power_off(boot: Boot) -> None:
     assert g.wait_exit(5) == 0
 
 
-def test_ignore_mode_never_powers_off(boot: Boot) -> None:
-    g = boot("ignore")
+def test_ignore_mode_never_powers_off(boot_tiny_guest: BootTinyGuest) -> None:
+    g = boot_tiny_guest("ignore")
 
     async def scenario() -> None:
         async with qmp_session(g.qmp_path) as qmp:

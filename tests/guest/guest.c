@@ -6,9 +6,13 @@
  *        delay=S    wait S seconds (decimals allowed: delay=0.5) after the
  *                   button before powering off;
  *        ignore     never power off; report each press and keep running;
+ *        poweroff=S power off by itself S seconds after READY (a guest that
+ *                   shuts itself down);
  *   2. find (or program) the ICH9 PM I/O block and enable PWRBTN_EN;
  *   3. print "READY" on COM1;
- *   4. sleep on the PIT (hlt, 100 Hz) and poll PM1a_STS.PWRBTN_STS;
+ *   4. poll PM1a_STS.PWRBTN_STS 100 times a second, sleeping in `hlt` between
+ *      polls (woken by the PIT through the LAPIC in virtual-wire mode; the
+ *      interrupt handler returns without `iret`, see entry.S);
  *   5. print "POWERDOWN", wait the delay, write SLP_TYP=S5|SLP_EN to PM1a_CNT.
  *
  * Every line printed on COM1 ends with "\r\n".  Times are measured with the
@@ -96,6 +100,7 @@ static void putdec(uint32_t v) {
 struct options {
     uint32_t delay_ms;
     int ignore;
+    uint32_t poweroff_ms; /* 0: never by itself */
 };
 
 static int word_is(const char *w, uint32_t n, const char *lit) {
@@ -120,7 +125,7 @@ static uint32_t parse_ms(const char *s, uint32_t n) {
 
 /* QEMU passes "<kernel path> <append>"; the words are matched whole. */
 static struct options parse_cmdline(const char *cmd) {
-    struct options o = {0, 0};
+    struct options o = {0, 0, 0};
     while (cmd && *cmd) {
         while (*cmd == ' ')
             cmd++;
@@ -132,6 +137,8 @@ static struct options parse_cmdline(const char *cmd) {
             o.ignore = 1;
         else if (n > 6 && word_is(w, 6, "delay="))
             o.delay_ms = parse_ms(w + 6, n - 6);
+        else if (n > 9 && word_is(w, 9, "poweroff="))
+            o.poweroff_ms = parse_ms(w + 9, n - 9);
     }
     return o;
 }
@@ -287,9 +294,18 @@ void guest_main(uint32_t magic, const struct multiboot_info *mbi) {
     struct clock clk;
     clock_init(&clk, pmbase);
     uint32_t presses = 0;
+    uint32_t ready_ms = clk.ms;
     for (;;) {
         wait_tick();
         clock_update(&clk);
+        if (opt.poweroff_ms && clk.ms - ready_ms >= opt.poweroff_ms) {
+            puts("POWEROFF by itself at ms=");
+            putdec(clk.ms);
+            putc('\n');
+            power_off(pmbase);
+            opt.poweroff_ms = 0;
+            continue;
+        }
         if (!(inw((uint16_t)(pmbase + PM1_STS)) & PWRBTN))
             continue;
         outw((uint16_t)(pmbase + PM1_STS), PWRBTN);

@@ -344,6 +344,7 @@ def _attrs(ctx: _Ctx, ptr: str, value: Any) -> Attributes:
         "boot": _sub({"kernel": _string, "initrd": _string, "cmdline": _string,
                       "bios": _string}, "attrs.boot"),
         "privileges": _sub({"mode": _mode}, "attrs.privileges"),
+        "shutdown": _sub({"timeout": _int}, "attrs.shutdown"),
     }, "attrs")
     if not f:
         return Attributes()
@@ -372,6 +373,7 @@ def _attrs(ctx: _Ctx, ptr: str, value: Any) -> Attributes:
         spice_displays=spice.get("displays", 0),
         boot=Boot(**f.get("boot", {})),
         privileges_mode=f.get("privileges", {}).get("mode", ""),
+        shutdown_timeout=f.get("shutdown", {}).get("timeout", 0),
     )
 
 

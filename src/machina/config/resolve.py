@@ -13,6 +13,7 @@ Definitions D = [machine, tag1, tag2, …]; "first" means earliest in D.
 | qmp.sockets.names, .paths                       | union() from the last definition to the first |
 | boot.kernel/initrd/cmdline/bios (ours)          | first non-empty                             |
 | privileges.mode (ours)                          | first non-empty, else the host's, else root |
+| shutdown.timeout (ours)                         | first value > 0                             |
 | volumes, connections, devices                   | concatenated in D order; a name seen before |
 |                                                 | drops the item (whole objects)              |
 
@@ -114,6 +115,7 @@ def merge_attributes(defs: Sequence[Definition]) -> Attributes:
         spice_displays=first_int("spice_displays"),
         boot=boot,
         privileges_mode=first_str(a.privileges_mode for a in attrs),
+        shutdown_timeout=first_int("shutdown_timeout"),
     )
 
 

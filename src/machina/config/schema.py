@@ -74,6 +74,7 @@ class Attributes:
     spice_displays: int = 0
     boot: Boot = Boot()
     privileges_mode: str = ""  # ours: "least" or "root" (attrs.privileges.mode)
+    shutdown_timeout: int = 0  # ours: seconds `systemctl stop` waits for the guest
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -397,6 +397,8 @@ class _Builder:
         return out
 
     def build(self) -> Plan:
+        if self.m.attrs.shutdown_timeout < 0:
+            raise PlanError("attrs.shutdown.timeout must be a positive number of seconds")
         if self.m.attrs.ram <= 0:
             raise PlanError("no memory size was specified (attrs.memory.ram)",
                             ('set "attrs": {"memory": {"ram": <MiB>}} in the machine or a tag',))
