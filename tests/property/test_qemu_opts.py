@@ -397,10 +397,7 @@ def predict(cfg: Config) -> Expected:
 
     def path_of(v: dict[str, object], pool: Pool) -> str:
         name = str(v["name"])
-        if pool.pattern_text():
-            p = expand(cfg, pool, name)
-        else:
-            p = f"{name}.{pool.type}"
+        p = expand(cfg, pool, name) if pool.pattern_text() else f"{name}.{pool.type}"
         path = go_join(pool.path, p)
         if path == "":
             raise Refused("empty path")
@@ -612,8 +609,7 @@ def check_options(cfg: Config, exp: Expected, options: tuple[Opt, ...]) -> None:
     assert blockdevs == exp.nodes
 
     machine = by_flag["machine"][0][1]
-    assert [machine.get("pflash0"), machine.get("pflash1")] == (
-        exp.pflash + [None, None])[:2]
+    assert [machine.get("pflash0"), machine.get("pflash1")] == [*exp.pflash, None, None][:2]
 
     drives = [p for implied, p in by_flag.get("device", [])
               if implied in ("scsi-hd", "scsi-cd", "ide-cd", "usb-storage")]

@@ -203,9 +203,6 @@ def test_install_from_the_source_tree_is_refused(machina: Machina, tmp_path: Pat
     assert list((root / "usr" / "bin").iterdir()) == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a failed copy leaves usr/bin/machina.new "
-                   "behind (install_program copies to DEST.new, os.replace fails, the "
-                   "temporary file is never removed)")
 def test_failed_copy_leaves_no_temporary_file(pyz: Path, tmp_path: Path,
                                               env: dict[str, str]) -> None:
     root = make_root(tmp_path)
@@ -216,10 +213,6 @@ def test_failed_copy_leaves_no_temporary_file(pyz: Path, tmp_path: Path,
     assert sorted(p.name for p in (root / "usr/bin").iterdir()) == ["machina"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the completion file is written with open() "
-                   "and so gets 0666 minus umask (0600 under umask 077: bash completion "
-                   "then silently fails for every other user); spec §15 says mode 0644, "
-                   "the program itself is chmod-ed to 0755 whatever the umask")
 def test_completion_file_is_world_readable_under_a_strict_umask(
         pyz: Path, tmp_path: Path, env: dict[str, str]) -> None:
     root = make_root(tmp_path)
@@ -331,27 +324,18 @@ def test_installed_program_completes_under_sudo(pyz: Path, tmp_path: Path, comp_
     assert proc.stdout.splitlines() == MACHINES
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: after the first machine of `query pci|cpu` "
-                   "completion offers nothing (complete() only looks at before[-1] and "
-                   "before[0], and 'query' is not in MACHINE_COMMANDS)")
 def test_completes_further_machines_after_query(machina: Machina, comp_config: Path,
                                                 tmp_path: Path) -> None:
     line = f"machina --config-dir {comp_config} query cpu alpha "
     assert complete(machina, line, cwd=tmp_path) == MACHINES
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: completion ignores --config-dir=DIR (only the "
-                   "two-word form is recognised), so it lists the default directory")
 def test_completion_understands_config_dir_equals(machina: Machina, comp_config: Path,
                                                   tmp_path: Path) -> None:
     line = f"machina --config-dir={comp_config} args "
     assert complete(machina, line, cwd=tmp_path) == MACHINES
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: COMP_LINE that is empty or holds only the "
-                   "program name (e.g. `compgen -C machina`, or COMP_POINT inside the first "
-                   "word) crashes complete() with IndexError: 'machina: error: unexpected "
-                   "IndexError', exit 1, instead of completing nothing")
 @pytest.mark.parametrize(("line", "point"), [("", 0), ("machina", 7), ("machina args", 7)])
 def test_completion_of_a_line_without_arguments_does_not_crash(
         machina: Machina, tmp_path: Path, line: str, point: int) -> None:

@@ -198,9 +198,6 @@ def test_no_machines(machina: Machina, tmp_path: Path) -> None:
     assert proc.stdout == ""
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a machine file with several errors (D11 reports "
-                   "them together) makes `list` print its error over several lines, so the "
-                   "listing is no longer one line per machine")
 def test_one_line_per_machine_even_with_several_errors(machina: Machina,
                                                        tmp_path: Path) -> None:
     cfg = make_config(tmp_path / "etc", None, {

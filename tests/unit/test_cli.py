@@ -190,8 +190,8 @@ def test_build_error_prints_nothing(run, config: Path) -> None:  # type: ignore
 @pytest.mark.parametrize("command", [("cat",), ("args",)])
 def test_lone_surrogate_is_a_clean_error(run, config: Path, command: tuple[str, ...]) -> None:  # type: ignore
     (config / "machine.conf.d" / "sur.conf.json").write_text(
-        '{"id": "%s", "description": "x\\ud800", "attrs": {"memory": {"ram": 1}}, '
-        '"volumes": [{"name": "os\\ud800", "storage": "guest-data"}]}' % ID)
+        '{"id": "@ID", "description": "x\\ud800", "attrs": {"memory": {"ram": 1}}, '
+        '"volumes": [{"name": "os\\ud800", "storage": "guest-data"}]}'.replace("@ID", ID))
     r = run(*command, "sur", config=config)
     message = one_error_line(r)
     assert "bug in machina" not in r.err and not message.startswith("unexpected")

@@ -20,8 +20,10 @@ ID = "8b18191a-234f-45ce-b43c-b46e28cd2f70"
 @pytest.fixture
 def write(tmp_path: Path):  # type: ignore[no-untyped-def]
     def write(text: str | dict[str, object], name: str = "vm.conf.json") -> str:
+        """Write a file; in text, @ID stands for a valid machine id."""
         p = tmp_path / name
-        p.write_text(text if isinstance(text, str) else json.dumps(text), encoding="utf-8")
+        p.write_text(text.replace("@ID", ID) if isinstance(text, str) else json.dumps(text),
+                     encoding="utf-8")
         return str(p)
     return write
 
@@ -115,20 +117,20 @@ def test_unknown_key_in_a_tag(write) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_repeated_key(write) -> None:  # type: ignore[no-untyped-def]
-    path = write('{"id": "%s", "name": "a", "name": "b"}' % ID)
+    path = write('{"id": "@ID", "name": "a", "name": "b"}')
     err = machine_error(path)
     assert (err.file, err.pointer) == (path, "$.name")
     assert "more than once" in err.message
 
 
 def test_repeated_key_inside_a_map(write) -> None:  # type: ignore[no-untyped-def]
-    err = machine_error(write('{"id": "%s", "vars": {"a": "1", "a": "2"}}' % ID))
+    err = machine_error(write('{"id": "@ID", "vars": {"a": "1", "a": "2"}}'))
     assert err.pointer == "$.vars.a"
 
 
 @pytest.mark.parametrize("tail", ["x", "{}", " trailing garbage", "\n\n]", "0"])
 def test_content_after_the_json_value(write, tail: str) -> None:  # type: ignore
-    path = write('{"id": "%s"}' % ID + tail)
+    path = write('{"id": "@ID"}' + tail)
     err = machine_error(path)
     assert err.file == path
     assert err.pointer.startswith("line ")
@@ -199,14 +201,14 @@ def test_wrong_types(write, doc: dict[str, object], pointer: str,  # type: ignor
 
 @pytest.mark.parametrize("number", ["1.0", "1e3", "2048.5", "-0.0", "1E2"])
 def test_floats_are_not_ints(write, number: str) -> None:  # type: ignore[no-untyped-def]
-    path = write('{"id": "%s", "attrs": {"memory": {"ram": %s}}}' % (ID, number))
+    path = write('{"id": "@ID", "attrs": {"memory": {"ram": @N}}}'.replace("@N", number))
     err = machine_error(path)
     assert (err.file, err.pointer) == (path, "$.attrs.memory.ram")
     assert err.message == f"expected a whole number, got the number {number}"
 
 
 def test_ints_beyond_64_bits_are_refused(write) -> None:  # type: ignore[no-untyped-def]
-    path = write('{"id": "%s", "attrs": {"memory": {"ram": 99999999999999999999}}}' % ID)
+    path = write('{"id": "@ID", "attrs": {"memory": {"ram": 99999999999999999999}}}')
     err = machine_error(path)
     assert err.file == path and "64 bits" in err.message
 
@@ -217,13 +219,15 @@ def test_ints_beyond_64_bits_are_refused(write) -> None:  # type: ignore[no-unty
     "object'); D11 strict JSON should refuse the token itself"))
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
 def test_nan_and_infinity_are_not_json(write, token: str) -> None:  # type: ignore
-    err = machine_error(write('{"id": "%s", "attrs": {"memory": {"ram": %s}}}' % (ID, token)))
+    text = '{"id": "@ID", "attrs": {"memory": {"ram": @N}}}'.replace("@N", token)
+    err = machine_error(write(text))
     assert token in str(err)
 
 
 @pytest.mark.xfail(strict=True, reason=(
     "a deeply nested JSON value raises RecursionError out of json.loads, which is not a "
-    "MachinaError, so the CLI prints a traceback (D18)"))
+    "MachinaError: only the CLI's catch-all reports it ('unexpected RecursionError ... this "
+    "is a bug in machina'); read_json should turn it into a ConfigError"))
 def test_deep_nesting_is_a_config_error(write) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(MachinaError):
         load_machine(write('{"id": ' + "[" * 100000 + "]" * 100000 + "}"))
@@ -303,8 +307,8 @@ def test_bad_firmware_volume_name(write) -> None:  # type: ignore[no-untyped-def
 
 
 def test_several_errors_are_reported_together(write) -> None:  # type: ignore
-    path = write('{"id": "%s", "tags": ["a"], "tags": [], "Name": "x", '
-                 '"attrs": {"memory": {"rma": 1, "ram": 1.5}}}' % ID)
+    path = write('{"id": "@ID", "tags": ["a"], "tags": [], "Name": "x", '
+                 '"attrs": {"memory": {"rma": 1, "ram": 1.5}}}')
     with pytest.raises(ConfigErrors) as info:
         load_machine(path)
     pointers = [e.pointer for e in info.value.errors]

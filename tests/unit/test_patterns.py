@@ -236,7 +236,7 @@ def test_port_patterns_see_only_vars() -> None:
 @pytest.mark.parametrize("port", [70000, 65536])
 def test_d23_explicit_port_out_of_range_fails_the_build(port: int) -> None:
     m = machine(attrs=Attributes(ram=1024, spice_enabled=True, spice_port=port))
-    with pytest.raises(MachinaError, match="out of range|65535"):
+    with pytest.raises(MachinaError, match=r"out of range|65535"):
         plan_machine(m, HostFile())
 
 

@@ -42,7 +42,8 @@ def machine(*, volumes: list[tuple[str, str]] = (), connections: int = 0,  # typ
         name="vm", file_name="vm", description="", id=MID, tags=(), vars={},
         attrs=attrs or Attributes(ram=1024),
         volumes=tuple(Volume(name=n, storage=s, bootable=n in bootable) for n, s in volumes),
-        connections=tuple(Connection(name=str(i), network="lan", mac=f"52:54:00:00:00:{i % 256:02x}")
+        connections=tuple(Connection(name=str(i), network="lan",
+                                     mac=f"52:54:00:00:00:{i % 256:02x}")
                           for i in range(connections)),
         devices=())
 

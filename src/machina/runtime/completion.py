@@ -17,6 +17,7 @@ FLAGS = {
 
 
 def complete(line: str, point: str | None) -> str:
+    """Candidates for the last word of `line` (cut at `point`), one per line."""
     from machina.cli import COMMANDS
 
     if point is not None and point.isdigit() and int(point) <= len(line):
@@ -25,27 +26,37 @@ def complete(line: str, point: str | None) -> str:
         words = shlex.split(line)
     except ValueError:
         words = line.split()
-    if line.endswith((" ", "\t")) or not words:
+    if not words or line.endswith((" ", "\t")):
         words.append("")
     # under sudo (or env, nice…) the line starts with those: skip to the machina word
     start = next((i for i, w in enumerate(words[:-1])
-                  if os.path.basename(w).startswith("machina")), 0)
+                  if os.path.basename(w).startswith("machina")), None)
+    if start is None:  # still on the command word itself: nothing to offer
+        return ""
     words = words[start + 1:]
     current = words[-1]
-    before = [w for w in words[:-1] if not w.startswith("-")]
     config_dir = None
-    if "--config-dir" in words[:-1]:
-        i = words.index("--config-dir")
-        if i + 1 < len(words) - 1:
-            config_dir = words[i + 1]
-        before = [w for w in before if w != config_dir]
+    before: list[str] = []
+    rest = iter(words[:-1])
+    for w in rest:
+        if w == "--config-dir":
+            config_dir = next(rest, None)
+        elif w.startswith("--config-dir="):
+            config_dir = w.split("=", 1)[1]
+        elif not w.startswith("-"):
+            before.append(w)
+    if current.startswith("--config-dir="):
+        return ""
     if not before:
         candidates = [c[0] for c in COMMANDS] + ["--help", "--config-dir"]
     elif before[0] == "query" and len(before) == 1:
         candidates = ["pci", "cpu"]
     elif current.startswith("-"):
         candidates = FLAGS.get(before[0], ["--help"])
-    elif before[-1] in MACHINE_COMMANDS or before[0] in MACHINE_COMMANDS:
+    elif before[0] in MACHINE_COMMANDS or (before[0] == "query" and before[1] in ("pci",
+                                                                                 "cpu")):
+        if before[0] == "run" and len(before) > 1:
+            return ""
         candidates = ConfigDir(config_dir).machine_names()
         if before[0] == "cat":
             candidates = ["system", *candidates]

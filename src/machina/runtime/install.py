@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -43,13 +44,15 @@ def install_program(root: str = "/") -> None:
     src = program_source()
     dest = os.path.join(bindir, prog)
     _say(f'COPY:    "{src}" → "{dest}"')
+    tmp = dest + ".new"
     try:
         if not (os.path.exists(dest) and os.path.samefile(src, dest)):
-            tmp = dest + ".new"
             shutil.copyfile(src, tmp)
             os.chmod(tmp, 0o755)
             os.replace(tmp, dest)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         _say(": FAILED\n")
         raise Failure(f"failed to install {dest}: {exc.strerror or exc}") from exc
     _say(": OK\n")
@@ -71,6 +74,7 @@ def install_program(root: str = "/") -> None:
         try:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(content)
+            os.chmod(path, 0o644)  # readable by every user whatever the umask
             _say(": OK\n")
         except OSError:
             _say(": FAILED\n")

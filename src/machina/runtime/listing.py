@@ -56,7 +56,7 @@ def list_machines(cfg: Configs, *, live: bool = True) -> str:
             mf = load_machine(cfg.where.machine_path(name))
             end = f"  ({mf.description})" if mf.description else ""
         except MachinaError as exc:
-            end = f": {exc}"
+            end = ": " + str(exc).replace("\n", "; ")  # one line per machine
         state = (f"{st.active}/{st.sub}" if st.active and st.sub and st.active != st.sub
                  else st.active or st.sub)
         since = _since(st)
