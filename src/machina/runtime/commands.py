@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
@@ -20,7 +19,6 @@ from machina.errors import Failure, HostError, MachinaError
 from machina.model import Machine
 from machina.plan.devices import command_sockets, system_socket
 from machina.runtime import mdev, net, systemctl
-from machina.runtime.shutdown import Target, run_shutdown
 
 T = TypeVar("T")
 
@@ -48,6 +46,8 @@ stop = _systemctl("stop")
 # --- QMP -------------------------------------------------------------------------------------
 
 def shutdown(cfg: Configs, ns: argparse.Namespace) -> int:
+    from machina.runtime.shutdown import Target, run_shutdown
+
     built = cfg.build_all(ns.machines)
     targets = [Target(b.machine.name, b.machine.attrs.qmp_enabled,
                       (system_socket(b.machine.name),) if ns.system
@@ -62,6 +62,8 @@ def _say(line: str) -> None:
 
 
 def observe(cfg: Configs, ns: argparse.Namespace) -> int:
+    import asyncio
+
     from machina.runtime import qmp
 
     built = cfg.build_all(ns.machines)
@@ -112,6 +114,8 @@ def observe(cfg: Configs, ns: argparse.Namespace) -> int:
 
 
 def query(cfg: Configs, ns: argparse.Namespace) -> int:
+    import asyncio
+
     from machina.runtime import qmp
 
     built = cfg.build_all(ns.machines)
@@ -137,6 +141,8 @@ def query(cfg: Configs, ns: argparse.Namespace) -> int:
 
 def _run_async(coro: Coroutine[Any, Any, T], cancelled: T) -> T:
     """Run coro; SIGINT and SIGTERM cancel it (commands.md §0.5), giving `cancelled`."""
+    import asyncio
+
     loop = asyncio.new_event_loop()
     task = loop.create_task(coro)
     for sig in (signal.SIGINT, signal.SIGTERM):
