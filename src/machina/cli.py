@@ -85,6 +85,8 @@ def cmd_generate(cfg: Configs, ns: argparse.Namespace) -> int:
 
     for b in built:
         if b.machine.least:
+            if ns.unit_dir is None:
+                access.ensure_group(b.machine)
             for problem in access.check_plan(b.machine, b.plan):
                 _print_warning(prog_name(), problem)
     unitfiles.write_units(units, ns.unit_dir, reload=ns.unit_dir is None and not ns.no_reload)

@@ -32,6 +32,13 @@ class Machine:
         return f"machina-{self.name}"
 
     @property
+    def qemu_user(self) -> str:
+        """The dynamic user QEMU runs as (least privilege): one per machine, and not the
+        group's name, which systemd would otherwise claim for a dynamic group."""
+        name = f"qemu-{self.name}"
+        return name if len(name) <= 31 else f"qemu-{self.group_id}"
+
+    @property
     def group_id(self) -> int:
         from machina.identity import group_id
 

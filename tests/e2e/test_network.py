@@ -572,3 +572,24 @@ def test_least_privilege_tap_with_a_large_gid(netns: Netns, setup: Setup) -> Non
         assert int(ns.sysfs(link, "group")) == gid
     finally:
         ns.run(s.machina("teardown", machine), env=s.env)
+
+
+def test_least_privilege_prepare_checks_boot_files(setup: Setup, tmp_path: Path) -> None:
+    """A direct-boot initrd the machine's group cannot reach (pytest's tmp dirs are
+    0700): prepare must refuse and say how to grant access, as for disk images."""
+    s = setup
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    initrd = private / "initrd.cpio"
+    initrd.write_bytes(b"")
+    initrd.chmod(0o600)
+    s.write_host(privileges={"mode": "least"})
+    machine = unique_machine_name(big_gid=None)
+    kernel = "/usr/bin/env"  # any world-readable file: only the initrd is unreachable
+    s.write_machine(machine, {"id": str(GUEST_ID), "attrs": {
+        "memory": {"ram": 64},
+        "boot": {"kernel": kernel, "initrd": str(initrd)}}})
+    res = subprocess.run(s.machina("prepare", machine), env=s.env, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 1, (res.stdout, res.stderr)
+    assert str(private) in res.stderr and "setfacl" in res.stderr, res.stderr

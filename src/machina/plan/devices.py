@@ -384,6 +384,9 @@ class _Builder:
                    for d, p, v in self.globals)
         out.append(opt("boot", None, ("menu", "on"), ("reboot-timeout", 5000)))
         boot = a.boot
+        # QEMU opens these too: least-privilege mode checks its group can read them
+        self.plan.files.extend(FileUse(p, False) for p in (boot.bios, boot.kernel, boot.initrd)
+                               if p)
         if boot.bios:
             out.append(plain("bios", boot.bios))
         if boot.kernel:

@@ -135,3 +135,35 @@ def check_plan(machine: Machine, plan: Plan) -> list[HostError]:
 def grant_all(machine: Machine, plan: Plan) -> None:
     for use in plan.files:
         grant(machine, use)
+
+
+def ensure_group(machine: Machine) -> None:
+    """Create the machine's group (name and GID derived from the machine) if missing.
+
+    systemd resolves SupplementaryGroups= before it runs any step of the unit, so the
+    group must exist before the unit starts; `generate` calls this."""
+    import grp
+
+    from machina.runtime import proc
+
+    name, gid = machine.group_name, machine.group_id
+    try:
+        by_gid = grp.getgrgid(gid)
+    except KeyError:
+        by_gid = None
+    try:
+        by_name = grp.getgrnam(name)
+    except KeyError:
+        by_name = None
+    if by_gid is not None and by_gid.gr_name == name:
+        return
+    if by_gid is not None:
+        raise HostError(f"GID {gid}, derived for machine {machine.name}, already belongs to "
+                        f"the group {by_gid.gr_name}",
+                        ("machina derives the GID from the machine's id and name; give the "
+                         "other group another GID",))
+    if by_name is not None:
+        raise HostError(f"the group {name} exists with GID {by_name.gr_gid}, not the GID "
+                        f"{gid} derived for machine {machine.name}",
+                        (f"groupmod -g {gid} {name}  (then fix the files it owns)",))
+    proc.run(["groupadd", "-g", str(gid), name], capture=True)
