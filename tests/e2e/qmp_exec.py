@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 
@@ -23,15 +24,13 @@ async def main(sock: str, commands: list[str]) -> None:
                 ret = await asyncio.wait_for(
                     client.execute(cmd["execute"], cmd.get("arguments")), 10)
                 print(json.dumps({"return": ret}), flush=True)
-            except Exception as exc:  # noqa: BLE001 - reported to the caller
+            except Exception as exc:
                 closed = client.runstate.name != "RUNNING"
                 print(json.dumps({"error": f"{type(exc).__name__}: {exc}",
                                   "closed": closed}), flush=True)
     finally:
-        try:
+        with contextlib.suppress(Exception):
             await client.disconnect()
-        except Exception:  # noqa: BLE001, S110
-            pass
 
 
 if __name__ == "__main__":
