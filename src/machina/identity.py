@@ -55,15 +55,20 @@ def device_id(machine_id: uuid.UUID, name: str, device_class: str, device: str) 
     return uuid.UUID(bytes=bytes(b))
 
 
+#: Derived group ids fall in 0x70000000…0x7FFFFFFE, the range systemd documents as
+#: unused (docs/UIDS-GIDS.md): clear of system, regular, dynamic (61184…65519) and
+#: container (0x80000…0x6FFFFFFF) ids, and below 2**31, which many tools and ioctls
+#: (TUNSETGROUP) take as a signed number. (The later upstream took the first be32 value
+#: >= 65536, half of which are >= 2**31: a tap could not be given such a group.)
+GROUP_ID_BASE = 0x70000000
+GROUP_ID_SPAN = 0x0FFFFFFF
+
+
 def group_id(machine_id: uuid.UUID, name: str) -> int:
-    """The machine's file-system group id (later-era spec): first be32 value >= 65536."""
-    stream = xof(seed(machine_id, name, b"privilege", b"file-system", b"group-id", bytes(8)),
-                 4 * 4096)
-    for i in range(0, len(stream), 4):
-        (value,) = struct.unpack(">I", stream[i:i + 4])
-        if value >= 65536:
-            return int(value)
-    raise ValueError("no group id >= 65536 in 4096 tries")  # pragma: no cover
+    """The machine's file-system access group id (least-privilege mode)."""
+    data = xof(seed(machine_id, name, b"privilege", b"file-system", b"group-id", bytes(8)), 4)
+    (value,) = struct.unpack(">I", data)
+    return GROUP_ID_BASE + int(value) % GROUP_ID_SPAN
 
 
 def format_mac(b: bytes) -> str:
