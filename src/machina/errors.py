@@ -58,7 +58,7 @@ class ConfigErrors(MachinaError):
 
     @property
     def hints(self) -> tuple[str, ...]:
-        return tuple(h for e in self.errors for h in e.hints)
+        return tuple(dict.fromkeys(h for e in self.errors for h in e.hints))
 
 
 @dataclass(eq=False)

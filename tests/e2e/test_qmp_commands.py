@@ -85,7 +85,7 @@ def test_run_observe_query_shutdown(tmp_path: Path, tiny_guest_elf: Path,
         assert f'{name}: SHUTDOWN: {{"guest": true, "reason": "guest-shutdown"}}' in lines
         assert lines[-1] == f"{name}: QMP socket closed."
 
-        run_out, run_err = run.communicate(timeout=20)
+        _, run_err = run.communicate(timeout=20)
         assert run.returncode == 0, run_err
         assert not run_dir.exists(), "run must remove the runtime directory it made"
     finally:

@@ -180,9 +180,6 @@ def test_blank_named_value_is_refused_or_exact(value: str) -> None:
     assert keyval_dict(o.value())["filename"] == value
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "KNOWN_NUL: a NUL is rendered into a QEMU option although no argv word can hold it; "
-    "Opt (or the config loader) should refuse it"))
 def test_nul_in_a_value_is_refused() -> None:
     with pytest.raises(ValueError):
         opt("blockdev", None, ("filename", "/a\x00b")).value()
@@ -737,9 +734,6 @@ def test_blank_values_are_refused_or_exact(where: str) -> None:
     check_options(cfg, Expected(), options)  # fails: the value must have been lost
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "KNOWN_NUL: a NUL in a config string (JSON \\u0000) reaches the QEMU argv and the "
-    "unit (as \\x00, which systemd refuses); the loader should refuse it"))
 def test_nul_in_a_config_string_is_refused() -> None:
     cfg = Config(
         name="vm", mid=uuid.UUID("11111111-2222-4333-8444-555555555555"), description="",

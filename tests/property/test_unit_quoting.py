@@ -118,30 +118,17 @@ def test_quoting_follows_the_reference_for_safe_words() -> None:
     assert quote_word("$HOME") == '"$$HOME"'
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "quote_word('') returns '' (spec/systemd.md §3 keeps the empty word bare), so an "
-    "empty argv word disappears from the Exec line; it should render as \"\" "
-    "(latent: machina never passes an empty word today)"))
 def test_empty_word_survives() -> None:
     argv = ["/bin/echo", "", "x"]
     (value,) = unit_values(unit_with("ExecStart", Command.of(*argv).render()), "ExecStart")
     assert exec_argv(value) == argv
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Command accepts an executable starting with one of systemd's Exec prefixes "
-    "(@ - : + !), which systemd strips even from a quoted word, so `-rf` runs `rf` with "
-    "failures ignored; Command should refuse it (STYLE §6: argv[0] absolute). Latent: "
-    "machina's executables are constants"))
 def test_executable_with_a_prefix_character_is_refused() -> None:
     with pytest.raises(ValueError):
         Command.of("-rf", "x").render()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "KNOWN_NUL: Command renders a NUL as \\x00, which systemd refuses (it keeps the "
-    "escape literally with 'Ignoring unknown escape sequences'); Command, or the config "
-    "loader, should refuse NUL"))
 def test_nul_is_refused() -> None:
     with pytest.raises(ValueError):
         Command.of("/bin/echo", "a\x00b").render()
@@ -247,20 +234,12 @@ def test_text_refuses_each_control_character(text: str) -> None:
         Text(text)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Text does not guard a trailing backslash: `Description=a\\` continues onto the next "
-    "line, so the following directive (After=) is swallowed into the description. "
-    "Latent: Description holds a validated machine name"))
-def test_text_with_trailing_backslash_keeps_the_next_line() -> None:
-    unit = Unit((section("Unit", ("Description", Text("a\\")), ("After", Raw("x"))),))
-    assert unit_values(unit.render(), "After", "Unit") == ["x"]
+def test_text_with_trailing_backslash_is_refused() -> None:
+    """`Description=a\\` would continue onto the next line and swallow After=."""
+    with pytest.raises(ValueError, match="backslash"):
+        Unit((section("Unit", ("Description", Text("a\\")), ("After", Raw("x"))),))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "quirks Q6.3: RuntimeDirectory= is Q(value) with % doubled only; Word renders via "
-    "quote_word, which also doubles $, and systemd does not expand $ in "
-    "RuntimeDirectory=, so a directory `a$b` would be created as `a$$b`. Latent: machine "
-    "names cannot contain $"))
 def test_word_does_not_double_dollar() -> None:
     assert Word("machina/a$b").render() == '"machina/a$b"'
 

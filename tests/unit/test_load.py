@@ -213,10 +213,6 @@ def test_ints_beyond_64_bits_are_refused(write) -> None:  # type: ignore[no-unty
     assert err.file == path and "64 bits" in err.message
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "json.loads accepts NaN/Infinity (not JSON; Go refuses them) and the loader then says "
-    "'expected a whole number, got an object' (for a map: 'expected an object, got an "
-    "object'); D11 strict JSON should refuse the token itself"))
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
 def test_nan_and_infinity_are_not_json(write, token: str) -> None:  # type: ignore
     text = '{"id": "@ID", "attrs": {"memory": {"ram": @N}}}'.replace("@N", token)
@@ -224,10 +220,6 @@ def test_nan_and_infinity_are_not_json(write, token: str) -> None:  # type: igno
     assert token in str(err)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a deeply nested JSON value raises RecursionError out of json.loads, which is not a "
-    "MachinaError: only the CLI's catch-all reports it ('unexpected RecursionError ... this "
-    "is a bug in machina'); read_json should turn it into a ConfigError"))
 def test_deep_nesting_is_a_config_error(write) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(MachinaError):
         load_machine(write('{"id": ' + "[" * 100000 + "]" * 100000 + "}"))

@@ -126,6 +126,10 @@ class _FloatToken(float):
         return obj
 
 
+def _constant_hook(text: str) -> Any:
+    raise ValueError(f"{text} is not JSON (numbers are finite)")
+
+
 def read_json(path: str) -> Any:
     """Parse one JSON file; a missing file, bad syntax or trailing content is an error."""
     try:
@@ -142,7 +146,7 @@ def read_json(path: str) -> Any:
                           ("a config file holds one JSON object, e.g. {}",))
     try:
         return json.loads(text, object_pairs_hook=_pairs, parse_int=_int_hook,
-                          parse_float=_float_hook)
+                          parse_float=_float_hook, parse_constant=_constant_hook)
     except json.JSONDecodeError as exc:
         what = "unexpected EOF" if exc.pos >= len(text.rstrip()) else exc.msg
         if exc.msg == "Extra data":
@@ -151,6 +155,8 @@ def read_json(path: str) -> Any:
                           f"invalid JSON: {what}") from exc
     except ValueError as exc:
         raise ConfigError(path, "", f"invalid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(path, "", "invalid JSON: values are nested too deeply") from exc
 
 
 # --- walking JSON into schema objects -----------------------------------------------------
@@ -188,6 +194,21 @@ def _string(ctx: _Ctx, ptr: str, value: Any) -> str:
         return ""
     if not isinstance(value, str):
         ctx.error(ptr, f"expected a string, got {_describe(value)}")
+        return ""
+    return _text(ctx, ptr, value)
+
+
+def _text(ctx: _Ctx, ptr: str, value: str) -> str:
+    """A string that can reach an argv, a file name or a unit: no NUL, valid Unicode."""
+    if "\x00" in value:
+        ctx.error(ptr, "a NUL character (\\u0000) cannot appear in a value",
+                  "no file name, command-line argument or unit setting can hold it")
+        return ""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        ctx.error(ptr, "a lone UTF-16 surrogate (\\ud800-\\udfff) is not text",
+                  "write the character itself, or a valid surrogate pair")
         return ""
     return value
 
@@ -235,7 +256,12 @@ def _map(item: Parse[T]) -> Parse[dict[str, T]]:
             ctx.error(ptr, f"expected an object, got {_describe(value)}")
             return {}
         _repeated(ctx, ptr, value)
-        return {k: item(ctx, _key_ptr(ptr, k), v) for k, v in value.items()}
+        out: dict[str, T] = {}
+        for k, v in value.items():
+            if _text(ctx, _key_ptr(ptr, k), k) != k:
+                continue
+            out[k] = item(ctx, _key_ptr(ptr, k), v)
+        return out
     return parse
 
 

@@ -58,6 +58,14 @@ class Opt:
                 raise ValueError(f"invalid QEMU property name {name!r}")
         if self.plain is not None and self.params:
             raise ValueError("a plain option has no parameters")
+        for name, value in (*self.params, ("", self.plain or "")):
+            if "\x00" in value:
+                raise ValueError(f"a NUL cannot be given to QEMU ({name or self.flag})")
+            if name and value and not clean(value):
+                # The reference would print the bare name (QEMU reads it as name=on).
+                raise PlanError(f"{json.dumps(value)} cannot be given to QEMU as {name}=",
+                                ("use a value with at least one letter, digit or symbol "
+                                 "other than a comma, quote, = or white space",))
 
     def value(self) -> str:
         """The option's argument as QEMU receives it ("" when there is none)."""
@@ -80,13 +88,7 @@ def opt(flag: str, head: str | None = None, *props: tuple[str, str | int | None]
     for name, value in props:
         if value is None:
             continue
-        text = str(value)
-        if text and not clean(text):
-            # The reference would print the bare name (QEMU reads it as name=on).
-            raise PlanError(f"{json.dumps(text)} cannot be given to QEMU as {name}=",
-                            ("use a value with at least one letter, digit or symbol other "
-                             "than a comma, quote, = or white space",))
-        params.append((name, text))
+        params.append((name, str(value)))
     return Opt(flag, tuple(params))
 
 

@@ -306,8 +306,8 @@ def disconnect(cfg: Configs, ns: argparse.Namespace) -> int:
 
 def ifupdown(prog: str, argv: Sequence[str]) -> int:
     """`machina-ifup TAP` / `machina-ifdown TAP`, as QEMU's script= and downscript=."""
-    from machina.cli import Parser
     from machina.config.load import ConfigDir
+    from machina.usage import Parser
 
     up = prog.endswith("-ifup")
     p = Parser(prog=prog, description="Enables machina network connections." if up

@@ -18,7 +18,7 @@ FLAGS = {
 
 def complete(line: str, point: str | None) -> str:
     """Candidates for the last word of `line` (cut at `point`), one per line."""
-    from machina.cli import COMMANDS
+    from machina.usage import COMMANDS
 
     if point is not None and point.isdigit() and int(point) <= len(line):
         line = line[: int(point)]

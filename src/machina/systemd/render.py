@@ -140,14 +140,14 @@ def render_unit(machine_name: str, options: Sequence[Opt],
     stop = shutdown + (STOP_TIMEOUT - SHUTDOWN_TIMEOUT)
     qemu = Command(((QEMU,), *(o.words() for o in options)))
     # in least-privilege mode machina's own steps run as root ("+"), QEMU does not
-    own = "+" + PROGRAM if least else PROGRAM
+    own = "+" if least else ""
     service: list[tuple[str, Value]] = [
         ("Type", Raw("simple")),
         ("ExecStart", qemu),
-        ("ExecStartPre", Command.of(own, "prepare", machine_name)),
-        ("ExecStop", Command.of(own, "shutdown", "--system", "--timeout",
-                                durations(shutdown), machine_name)),
-        ("ExecStopPost", Command.of(own, "teardown", machine_name)),
+        ("ExecStartPre", Command.of(PROGRAM, "prepare", machine_name, prefix=own)),
+        ("ExecStop", Command.of(PROGRAM, "shutdown", "--system", "--timeout",
+                                durations(shutdown), machine_name, prefix=own)),
+        ("ExecStopPost", Command.of(PROGRAM, "teardown", machine_name, prefix=own)),
         ("RestartSec", Raw(durations(10))),
         ("TimeoutStopSec", Raw(durations(stop))),
         ("Restart", Raw("on-failure")),

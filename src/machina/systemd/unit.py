@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+EXEC_PREFIXES = "@-:+!"
 SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_@%+=:,./-")
 
 
@@ -41,10 +42,18 @@ def _c_escape(c: str) -> str:
     return c
 
 
+def _quote(word: str) -> str:
+    """The reference's Q (systemd.md §3) with C escapes; an empty word is `""`."""
+    if "\x00" in word:
+        raise ValueError("a NUL cannot appear in a unit file")
+    if word and all(c in SAFE for c in word):
+        return word
+    return '"' + "".join(_c_escape(c) for c in word) + '"'
+
+
 def quote_word(word: str) -> str:
-    """Quote one word for an `Exec…=` line (the reference's Q, plus `%%`, `$$`, C escapes)."""
-    q = word if all(c in SAFE for c in word) else '"' + "".join(_c_escape(c) for c in word) + '"'
-    return q.replace("%", "%%").replace("$", "$$")
+    """Quote one word for an `Exec…=` line: Q, then `%` → `%%` and `$` → `$$`."""
+    return _quote(word).replace("%", "%%").replace("$", "$$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +71,9 @@ class Text:
     def __post_init__(self) -> None:
         if any(ord(c) < 0x20 or ord(c) == 0x7F for c in self.text):
             raise ValueError("control characters cannot appear in a unit setting")
+        if self.text.endswith("\\"):
+            raise ValueError("a unit setting cannot end in a backslash (it would continue "
+                             "onto the next line)")
 
     def render(self) -> str:
         return self.text.replace("%", "%%")
@@ -69,10 +81,13 @@ class Text:
 
 @dataclass(frozen=True, slots=True)
 class Word:
+    """One value systemd splits like a word but does not expand `$` in
+    (`RuntimeDirectory=`): Q, then `%` → `%%` (quirks Q6.3)."""
+
     text: str
 
     def render(self) -> str:
-        return quote_word(self.text)
+        return _quote(self.text).replace("%", "%%")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,16 +114,27 @@ class Command:
     """An argv; `lines` groups words onto continuation lines (one QEMU option a line)."""
 
     lines: tuple[tuple[str, ...], ...]
+    prefix: str = ""  # systemd's executable prefixes, e.g. "+" (full privileges)
+
+    def __post_init__(self) -> None:
+        if not self.lines or not self.lines[0]:
+            raise ValueError("a command needs an executable")
+        if self.lines[0][0][:1] in tuple(EXEC_PREFIXES):
+            raise ValueError(f"an executable cannot start with {self.lines[0][0][0]!r}: "
+                             "systemd reads it as a prefix (give it as prefix=)")
+        if any(c not in EXEC_PREFIXES for c in self.prefix):
+            raise ValueError(f"unknown executable prefix {self.prefix!r}")
 
     @classmethod
-    def of(cls, *argv: str) -> Command:
-        return cls((tuple(argv),))
+    def of(cls, *argv: str, prefix: str = "") -> Command:
+        return cls((tuple(argv),), prefix)
 
     def argv(self) -> list[str]:
         return [w for line in self.lines for w in line]
 
     def render(self) -> str:
-        return " \\\n".join(" ".join(quote_word(w) for w in line) for line in self.lines)
+        text = " \\\n".join(" ".join(quote_word(w) for w in line) for line in self.lines)
+        return self.prefix + text
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,65 @@
+"""The command table and the argument parser class, shared by the CLI and by the
+runtime's own entry points (machina-ifup/-ifdown, completion)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
+
+DESCRIPTION = "Manages kernel virtual machines via QEMU."
+
+
+class UsageError(Exception):
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self, message)
+
+
+COMMANDS: list[tuple[str, str, str, str]] = [
+    # name, positional form, description, argument help
+    ("install", "", "Installs the machina command in the system path.", ""),
+    ("init", "", "Prepares the system-wide machina configuration directories.", ""),
+    ("cat", "[<machines> ...]", "Displays the machina configuration for virtual machines.",
+     "Virtual machines to print (\"system\" prints the host configuration)."),
+    ("list", "", "Lists all of the virtual machines present.", ""),
+    ("status", "<machines> ...", "Displays the systemd unit status for virtual machines.",
+     "Virtual machines to report the status of."),
+    ("observe", "<machines> ...", "Reports QMP events for virtual machines.",
+     "Virtual machines to observe."),
+    ("generate", "<machines> ...",
+     "Generates systemd unit configuration files from "
+     "/etc/machina/machine.conf.d/*.conf.json.", "Virtual machines to generate units for."),
+    ("enable", "<machines> ...", "Enables the systemd units for virtual machines.",
+     "Virtual machines to enable."),
+    ("disable", "<machines> ...", "Disables the systemd units for virtual machines.",
+     "Virtual machines to disable."),
+    ("start", "<machines> ...", "Starts the systemd units for virtual machines.",
+     "Virtual machines to start."),
+    ("stop", "<machines> ...", "Stops the systemd units for virtual machines.",
+     "Virtual machines to stop."),
+    ("shutdown", "<machines> ...", "Sends a shutdown command to one or more virtual machines.",
+     "Virtual machines to shut down gracefully."),
+    ("prepare", "<machines> ...", "Prepares the host environment for a virtual machine to start.",
+     "Virtual machines to prepare."),
+    ("teardown", "<machines> ...", "Removes host resources prepared for a virtual machine.",
+     "Virtual machines to tear down."),
+    ("connect", "<machines-or-connections> ...",
+     "Connects a whole virtual machine or individual connections to the network.",
+     "Machines or individual connections to bridge. Use MACHINE or MACHINE.CONN."),
+    ("disconnect", "<machines-or-connections> ...",
+     "Disconnects a whole virtual machine or individual connections from the network.",
+     "Machines or individual connections to remove from the bridge. Use MACHINE or "
+     "MACHINE.CONN."),
+    ("query", "", "Queries virtual machines via the QMP protocol.", ""),
+    ("gen-id", "", "Generate a random machine identifier.", ""),
+    ("gen-mac", "", "Generate a random MAC hardware address.", ""),
+    ("args", "<machines> ...", "Displays the QEMU arguments for virtual machines.",
+     "Virtual machines to show QEMU arguments for."),
+    ("run", "[<machine>]", "Run a virtual machine directly via QEMU.",
+     "Virtual machine to run."),
+]
