@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,9 +28,25 @@ def _query_json(text: str, name: str) -> object:
     return json.loads(text[len(head):])
 
 
+@pytest.fixture(params=["source", "zipapp"])
+def machina_impl(request: pytest.FixtureRequest, machina_cmd: list[str]) -> list[str]:
+    """This checkout's package, or the single-file build (dist/machina.pyz, made by
+    tools/test, which exports MACHINA_PYZ) run with -I -S: no site-packages, so qemu.qmp
+    and pyroute2 must come from inside the zipapp."""
+    if request.param == "source":
+        return machina_cmd
+    pyz = os.environ.get("MACHINA_PYZ", "")
+    if not pyz or not Path(pyz).is_file():
+        if "qemu" in os.environ.get("MACHINA_REQUIRE", ""):
+            pytest.fail("MACHINA_PYZ names no zipapp (tools/test builds dist/machina.pyz)")
+        pytest.skip("no zipapp: set MACHINA_PYZ (tools/test does)")
+    return [sys.executable, "-I", "-S", pyz]
+
+
 def test_run_observe_query_shutdown(tmp_path: Path, tiny_guest_elf: Path,
-                                    machina_cmd: list[str],
+                                    machina_impl: list[str],
                                     machina_env: dict[str, str]) -> None:
+    machina_cmd = machina_impl
     name = f"qmp-{secrets.token_hex(3)}"  # /run/machina/NAME is shared with the host
     config = tmp_path / "config"
     (config / "machine.conf.d").mkdir(parents=True)
