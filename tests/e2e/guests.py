@@ -243,3 +243,19 @@ async def wait_disconnected(client: QMPClient, timeout: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+class Steps:
+    """Wall-clock timings of a test's steps, printed at the end (pytest -s or -rA)."""
+
+    def __init__(self) -> None:
+        self.t = time.monotonic()
+        self.times: dict[str, float] = {}
+
+    def __call__(self, name: str) -> None:
+        now = time.monotonic()
+        self.times[name] = now - self.t
+        self.t = now
+
+    def report(self) -> str:
+        return ", ".join(f"{k} {v:.2f}s" for k, v in self.times.items())

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from guests import Steps
 
 from guest.linux import Kernel
 
@@ -248,22 +249,6 @@ def unique_machine_name(*, big_gid: bool | None = False) -> str:
 
 
 # ---- timings ------------------------------------------------------------------------
-
-
-class Steps:
-    """Wall-clock timings of a test's steps, printed at the end (pytest -s or -rA)."""
-
-    def __init__(self) -> None:
-        self.t = time.monotonic()
-        self.times: dict[str, float] = {}
-
-    def __call__(self, name: str) -> None:
-        now = time.monotonic()
-        self.times[name] = now - self.t
-        self.t = now
-
-    def report(self) -> str:
-        return ", ".join(f"{k} {v:.2f}s" for k, v in self.times.items())
 
 
 # ---- a running machine --------------------------------------------------------------

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from guests import tiny_guest_argv
+from guests import Steps, tiny_guest_argv
 from nspawn import Bind, Container, booted_systemd
 
 pytestmark = pytest.mark.nspawn
@@ -26,22 +26,6 @@ def unit_quote(word: str) -> str:
 
 def exec_line(argv: list[str]) -> str:
     return " ".join(unit_quote(w) for w in argv)
-
-
-class Steps:
-    """Wall-clock timings of a test's steps, printed at the end (pytest -s or -rA)."""
-
-    def __init__(self) -> None:
-        self.t = time.monotonic()
-        self.times: dict[str, float] = {}
-
-    def __call__(self, name: str) -> None:
-        now = time.monotonic()
-        self.times[name] = now - self.t
-        self.t = now
-
-    def report(self) -> str:
-        return ", ".join(f"{k} {v:.2f}s" for k, v in self.times.items())
 
 
 @pytest.fixture

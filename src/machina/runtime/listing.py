@@ -11,20 +11,9 @@ from machina.core import Configs
 from machina.errors import MachinaError
 from machina.runtime.systemctl import UnitState, unit_states
 from machina.systemd.render import unit_name
+from machina.systemd.unit import durations
 
 RED, GREEN, RESET = "\033[31m", "\033[32m", "\033[0m"
-
-
-def go_duration(seconds: float) -> str:
-    """Go's duration format rounded to whole seconds: 3h2m1s, 5m0s, 42s."""
-    s = round(seconds)
-    h, rest = divmod(s, 3600)
-    m, sec = divmod(rest, 60)
-    if h:
-        return f"{h}h{m}m{sec}s"
-    if m:
-        return f"{m}m{sec}s"
-    return f"{sec}s"
 
 
 def _since(st: UnitState) -> float:
@@ -60,7 +49,7 @@ def list_machines(cfg: Configs, *, live: bool = True) -> str:
         state = (f"{st.active}/{st.sub}" if st.active and st.sub and st.active != st.sub
                  else st.active or st.sub)
         since = _since(st)
-        duration = go_duration(now - since) if since > 0 and now > since else ""
+        duration = durations(round(now - since)) if since > 0 and now > since else ""
         rows.append((name, st.load, state, duration, end, st))
     colour = _colour()
     widths = [max((len(r[0]) for r in rows), default=0),
