@@ -114,3 +114,43 @@ def test_disk_owned_by_another_group_is_not_taken(world: Path, tmp_path: Path,
     assert res.returncode == 1
     assert "cannot be written by the group" in res.stderr
     assert disk.stat().st_gid == 4242
+
+
+def test_prepare_gives_the_vfio_group_node_to_the_machine(tmp_path: Path,
+                                                          machina_cmd: list[str],
+                                                          machina_env: dict[str, str]) -> None:
+    """A mediated device's /dev/vfio/N (its IOMMU group) is the machine's alone."""
+    config = tmp_path / "config"
+    (config / "machine.conf.d").mkdir(parents=True)
+    (config / "machina.conf.json").write_text(json.dumps({
+        "privileges": {"mode": "least"},
+        "mdev": {"gpu": {"address": "0000:c1:00.0", "types": {"small": "GRID-1Q"}}}}))
+    (config / "machine.conf.d" / "vm.conf.json").write_text(json.dumps({
+        "id": VM_ID, "attrs": {"memory": {"ram": 64}},
+        "devices": [{"name": "vgpu", "class": "small"}]}))
+    cat = _run(machina_cmd, machina_env, config, "cat", "vm").stdout
+    uuid = cat.rsplit("(", 1)[1].split(")")[0]
+    sysfs, dev = tmp_path / "sys", tmp_path / "dev"
+    (sysfs / "bus" / "pci" / "devices").mkdir(parents=True)
+    device = sysfs / "bus" / "mdev" / "devices" / uuid  # already created: prepare keeps it
+    device.mkdir(parents=True)
+    (sysfs / "kernel" / "iommu_groups" / "7").mkdir(parents=True)
+    (device / "iommu_group").symlink_to("../../../../kernel/iommu_groups/7")
+    (dev / "vfio").mkdir(parents=True)
+    node = dev / "vfio" / "7"
+    node.write_bytes(b"")
+    node.chmod(0o600)
+    env = dict(machina_env, MACHINA_SYSFS_ROOT=str(sysfs), MACHINA_DEV_ROOT=str(dev),
+               MACHINA_MDEV_LOCK=str(tmp_path / "lock"))
+    res = _run(machina_cmd, env, config, "prepare", "vm")
+    assert res.returncode == 0, res.stderr
+    st = node.stat()
+    assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (_gid(machina_cmd, machina_env, config),
+                                                     0o660)
+    unit = _run(machina_cmd, machina_env, config, "generate", "--preview", "vm").stdout
+    assert "DeviceAllow=/dev/vfio/vfio rw" in unit and "DeviceAllow=char-vfio rw" in unit
+    assert "LimitMEMLOCK=infinity" in unit
+    # without an IOMMU group the error says which device
+    (device / "iommu_group").unlink()
+    res = _run(machina_cmd, env, config, "prepare", "vm")
+    assert res.returncode == 1 and f"mediated device {uuid} has no IOMMU group" in res.stderr

@@ -167,3 +167,15 @@ def ensure_group(machine: Machine) -> None:
                         f"{gid} derived for machine {machine.name}",
                         (f"groupmod -g {gid} {name}  (then fix the files it owns)",))
     proc.run(["groupadd", "-g", str(gid), name], capture=True)
+
+
+def grant_device(machine: Machine, node: str) -> None:
+    """Give a device node used by this machine alone (a VFIO group) to its group."""
+    try:
+        st = os.stat(node)
+    except OSError as exc:
+        raise HostError(f"cannot use {node}: {exc.strerror or exc}") from exc
+    if st.st_gid == machine.group_id and (st.st_mode >> 3) & 0o6 == 0o6:
+        return
+    os.chown(node, -1, machine.group_id)
+    os.chmod(node, stat.S_IMODE(st.st_mode) | stat.S_IRGRP | stat.S_IWGRP)

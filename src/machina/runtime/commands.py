@@ -178,6 +178,10 @@ def prepare_machine(host: HostFile, b: Built) -> None:
         access.grant_all(m, b.plan)
     mdev.prepare_mdevs(host, _mdevs(m))
     if m.least:
+        from machina.runtime import access
+
+        for dev in _mdevs(m):
+            access.grant_device(m, mdev.vfio_group_node(dev.uuid))
         for tap in b.plan.taps:
             if not tap.bridge:
                 raise HostError(f'network "{tap.network}" names no bridge device')

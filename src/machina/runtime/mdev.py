@@ -25,6 +25,22 @@ def sysfs_root() -> str:
     return os.environ.get("MACHINA_SYSFS_ROOT", "/sys")
 
 
+def dev_root() -> str:
+    """Where device nodes are (MACHINA_DEV_ROOT, default /dev): a testing aid too."""
+    return os.environ.get("MACHINA_DEV_ROOT", "/dev")
+
+
+def vfio_group_node(uuid: str) -> str:
+    """The /dev/vfio/N node of a mediated device's IOMMU group."""
+    link = os.path.join(device_path(uuid), "iommu_group")
+    try:
+        group = os.path.basename(os.readlink(link))
+    except OSError as exc:
+        raise HostError(f"mediated device {uuid} has no IOMMU group ({link}: "
+                        f"{exc.strerror or exc})") from exc
+    return os.path.join(dev_root(), "vfio", group)
+
+
 def lock_path() -> str:
     return os.environ.get("MACHINA_MDEV_LOCK", "/run/lock/machina-mdev.lock")
 
