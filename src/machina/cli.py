@@ -73,6 +73,12 @@ def cmd_generate(cfg: Configs, ns: argparse.Namespace) -> int:
         if b.machine.least:
             if ns.unit_dir is None:
                 access.ensure_group(b.machine)
+            else:
+                m = b.machine
+                _print_warning(prog_name(), Failure(
+                    f"{m.name} runs QEMU in its group {m.group_name}; create it on the host "
+                    "that runs the unit before starting it",
+                    (f"groupadd -g {m.group_id} {m.group_name}",)))
             for problem in access.check_plan(b.machine, b.plan):
                 _print_warning(prog_name(), problem)
     unitfiles.write_units(units, ns.unit_dir, reload=ns.unit_dir is None and not ns.no_reload)

@@ -63,6 +63,11 @@ def definition_lines(machine_name: str, vars: dict[str, str], attrs: Attributes,
         out.append((0, f"Firmware Code (read-only): {volume_text(a.firmware_code)}"))
     if not a.firmware_vars.is_empty:
         out.append((0, f"Firmware Variables (read/write): {volume_text(a.firmware_vars)}"))
+    boot = a.boot  # ours, only when set (D21)
+    for label, value in (("BIOS", boot.bios), ("Kernel", boot.kernel), ("Initrd", boot.initrd),
+                         ("Kernel Command Line", boot.cmdline)):
+        if value:
+            out.append((0, f"{label}: {value}"))
     if a.sockets > 0:
         out.append((0, f"Sockets: {a.sockets}"))
     if a.cores > 0:
@@ -139,6 +144,13 @@ def system_summary(host: HostFile) -> str:
             out.append((1, f"{k}:"))
             types = host.mdev[k].types
             out.extend((2, f"{c}: {types[c]}") for c in _sorted(types))
+    # ours, only when set (D21)
+    if host.qemu.accel:
+        out.append((0, f"QEMU Accelerator: {host.qemu.accel}"))
+    if host.qemu.cpu:
+        out.append((0, f"QEMU CPU Model: {host.qemu.cpu}"))
+    if host.privileges.mode:
+        out.append((0, f"Privileges: {host.privileges.mode}"))
     if host.tag:
         out.append((0, "Tags:"))
         for k in _sorted(host.tag):

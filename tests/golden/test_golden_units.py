@@ -25,6 +25,7 @@ is filtered.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -147,3 +148,28 @@ def test_verify_sandbox_reports_unit_mistakes(verify_sandbox: list[str], tmp_pat
     assert "NoSuchKey" in unknown_key.stderr
     missing = verify("ExecStart=machina-no-such-command")
     assert missing.returncode != 0 and "not executable" in missing.stderr
+
+
+LEAST_CASE = Path(__file__).resolve().parents[1] / "cases" / "ext-least-privilege"
+EXPOSURE = re.compile(r"Overall exposure level for \S+: (\d+\.\d+)")
+
+
+@pytest.mark.parametrize("preview", sorted(LEAST_CASE.glob("expected/*.generate-preview")),
+                         ids=lambda p: p.name)
+def test_least_privilege_units_verify_and_score(preview: Path, verify_sandbox: list[str],
+                                                tmp_path: Path) -> None:
+    """Our least-privilege units (tests/cases) pass verify and rate ≤ 1.6 exposure."""
+    unit = preview.read_text(encoding="utf-8")
+    path = tmp_path / unit_file_name(unit)
+    path.write_text(unit, encoding="utf-8")
+    env = dict(os.environ, SYSTEMD_LOG_COLOR="0", SYSTEMD_PAGER="", LANG="C.UTF-8")
+    verify = subprocess.run([*verify_sandbox, str(path)], cwd=tmp_path, env=env,
+                            stdin=subprocess.DEVNULL, capture_output=True,
+                            timeout=VERIFY_TIMEOUT, check=False)
+    assert (verify.returncode, verify.stderr.decode()) == (0, ""), unit
+    security = subprocess.run(["systemd-analyze", "security", "--offline=true", str(path)],
+                              env=env, capture_output=True, text=True, check=False,
+                              timeout=VERIFY_TIMEOUT)
+    m = EXPOSURE.search(security.stdout)
+    assert m, security.stdout + security.stderr
+    assert float(m.group(1)) <= 1.6, security.stdout
