@@ -333,11 +333,11 @@ def run(cfg: Configs, ns: argparse.Namespace) -> int:
 
     b: Built = cfg.build(ns.machine)
     m = b.machine
-    prepare_machine(cfg.host(), b)
     run_dir = os.path.join("/run/machina", m.name)
     made_dir = False
     result: MachinaError | None = None
     try:
+        prepare_machine(cfg.host(), b)  # a half-done prepare is undone below
         if m.attrs.qmp_enabled and not os.path.isdir(run_dir):
             os.makedirs(run_dir, mode=0o755)
             made_dir = True
@@ -352,8 +352,12 @@ def run(cfg: Configs, ns: argparse.Namespace) -> int:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
-        if code != 0:
+        if code < 0:
+            result = Failure(f"QEMU was killed by {signal.Signals(-code).name}")
+        elif code != 0:
             result = Failure(f"exit status {code}")
+    except MachinaError as exc:
+        result = exc
     finally:
         failures = teardown_machine(b)
         if made_dir:
