@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from qemu.qmp import EventListener, QMPClient
+
 from machina.errors import MachinaError
 from machina.runtime import qmp
 
@@ -53,10 +55,9 @@ async def shutdown_one(target: Target, *, wait: bool, timeout: float) -> None:
         say(f"{name}: Failed to issue shutdown command: {exc}")
 
 
-async def _watch(client: object, listener: object, name: str, timeout: float) -> None:
-    from qemu.qmp import EventListener, QMPClient
-
-    assert isinstance(client, QMPClient) and isinstance(listener, EventListener)
+async def _watch(client: QMPClient, listener: EventListener, name: str,
+                 timeout: float) -> None:
+    """Report events until QEMU closes the socket; re-press; `quit` at the deadline."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout if timeout > 0 else None
     next_press = loop.time() + RESEND_INTERVAL
