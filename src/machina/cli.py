@@ -241,8 +241,11 @@ def parse_duration(text: str) -> float:
     return sign * total
 
 
-def prog_name() -> str:
-    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "machina"
+def prog_name(argv0: str | None = None) -> str:
+    """The program name messages use: the invoked name (machina-ifup…), else machina."""
+    if argv0 is None:
+        argv0 = sys.argv[0] if sys.argv else ""
+    name = os.path.basename(os.path.normpath(argv0)) if argv0 else "machina"
     return "machina" if name in ("__main__.py", "-m", "-c") or name.endswith(".pyz") else name
 
 
@@ -262,9 +265,7 @@ def _print_error(prog: str, exc: BaseException, hints: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv if argv is None else argv)
-    prog = os.path.basename(os.path.normpath(args[0])) if args else "machina"
-    if prog.endswith(".pyz") or prog in ("__main__.py", "-m", "-c"):
-        prog = "machina"
+    prog = prog_name(args[0] if args else "")
     debug = "--debug" in args[1:2] or os.environ.get("MACHINA_DEBUG") == "1"
     try:
         if prog.endswith("-ifup") or prog.endswith("-ifdown"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+from dataclasses import dataclass
 
 from machina.errors import HostError
 from machina.model import Machine
@@ -70,35 +71,47 @@ def _check_dirs(machine: Machine, path: str) -> None:
         d = os.path.dirname(d)
 
 
-def problems(machine: Machine, use: FileUse) -> HostError | None:
-    """What stops the group from using the file, or None (reads only)."""
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Whether the machine's group can use a file: ok, `prepare` can hand it over
+    (`fixable`), or only the administrator can (`problem` says how)."""
+
+    fixable: bool = False
+    problem: HostError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.fixable and self.problem is None
+
+
+def judge(machine: Machine, use: FileUse) -> Verdict:
+    """Whether the machine's group can use the file (reads only, changes nothing)."""
     gid = machine.group_id
     need = 0o6 if use.writable else 0o4
     try:
         _check_dirs(machine, use.path)
         st = os.stat(use.path)
     except HostError as exc:
-        return exc
+        return Verdict(problem=exc)
     except FileNotFoundError:
-        return HostError(f"{use.path} does not exist",
-                         ("create the volume's file (machina never creates or deletes "
-                          "disk images)",))
+        return Verdict(problem=HostError(
+            f"{use.path} does not exist",
+            ("create the volume's file (machina never creates or deletes disk images)",)))
     except OSError as exc:
-        return HostError(f"cannot inspect {use.path}: {exc.strerror or exc}")
+        return Verdict(problem=HostError(f"cannot inspect {use.path}: {exc.strerror or exc}"))
     if _allows(st, use.path, gid, need):
-        return None
-    what = "read and write" if use.writable else "read"
+        return Verdict()
     if use.writable and _own_file(st):
-        return HostError(f"{use.path} is not yet usable by {_describe(machine)}; "
-                         "machina prepare will give it to the group")
-    return HostError(
+        return Verdict(fixable=True)
+    what, perm = ("read and write", "rw") if use.writable else ("read", "r")
+    alternative = (f"or, if only this machine uses it: chgrp {gid} {use.path} && "
+                   f"chmod g+rw {use.path}" if use.writable else
+                   f"or, if everyone may read it: chmod o+r {use.path}")
+    return Verdict(problem=HostError(
         f"{use.path} cannot be {'written' if use.writable else 'read'} by the group "
         f"{_describe(machine)}",
-        (f"let the machine's group {what} it: setfacl -m g:{gid}:{'rw' if use.writable else 'r'}"
-         f" {use.path}",)
-        + ((f"or, if only this machine uses it: chgrp {gid} {use.path} && "
-            f"chmod g+rw {use.path}",) if use.writable else
-           (f"or, if everyone may read it: chmod o+r {use.path}",)))
+        (f"let the machine's group {what} it: setfacl -m g:{gid}:{perm} {use.path}",
+         alternative)))
 
 
 def _own_file(st: os.stat_result) -> bool:
@@ -110,26 +123,19 @@ def _own_file(st: os.stat_result) -> bool:
 
 def grant(machine: Machine, use: FileUse) -> None:
     """Make one file usable by the machine's group, or raise an error saying how."""
-    problem = problems(machine, use)
-    if problem is None:
-        return
-    st = os.stat(use.path) if os.path.exists(use.path) else None
-    if use.writable and st is not None and _own_file(st) and \
-            not str(problem).startswith("directory"):
+    verdict = judge(machine, use)
+    if verdict.problem is not None:
+        raise verdict.problem
+    if verdict.fixable:
+        st = os.stat(use.path)
         os.chown(use.path, -1, machine.group_id)
         os.chmod(use.path, stat.S_IMODE(st.st_mode) | stat.S_IRGRP | stat.S_IWGRP)
-        return
-    raise problem
 
 
 def check_plan(machine: Machine, plan: Plan) -> list[HostError]:
-    """Warnings for `generate`: files the group cannot use (prepare would fix or refuse)."""
-    out = []
-    for use in plan.files:
-        problem = problems(machine, use)
-        if problem is not None and not str(problem).endswith("will give it to the group"):
-            out.append(problem)
-    return out
+    """Warnings for `generate`: files the group cannot use and prepare will not fix."""
+    return [v.problem for v in (judge(machine, use) for use in plan.files)
+            if v.problem is not None]
 
 
 def grant_all(machine: Machine, plan: Plan) -> None:

@@ -224,30 +224,19 @@ class Selected:
         return identity.link_name(self.machine.name, self.connection.name)
 
 
-def select_connections(cfg: Configs, args: Sequence[str]) -> list[Selected]:
-    """Resolve `machine` and `machine.conn` arguments (commands.md §12, quirks Q8)."""
-    cfg.host()
-    machines: dict[str, Machine] = {}
-    out: list[Selected] = []
-    links: set[str] = set()
-    for arg in args:
-        machine_part, _, conn_part = arg.partition(".")
-        if machine_part not in machines:
-            machines[machine_part] = cfg.machine(machine_part, label=arg)
-        m = machines[machine_part]
-        if "." in arg:
-            chosen = [c for c in m.connections if c.name == conn_part][:1]
-            if not chosen:
-                raise Failure(f'failed to locate connection "{conn_part}" within '
-                              f'"{machine_part}"')
-        else:
-            chosen = list(m.connections)
-        for c in chosen:
-            s = Selected(m, c)
-            if s.link not in links:
-                links.add(s.link)
-                out.append(s)
-    return out
+def _select(cfg: Configs, arg: str, machines: dict[str, Machine]) -> list[Selected]:
+    """The connections `machine` or `machine.conn` names (commands.md §12); machines are
+    loaded once (`machines` caches them)."""
+    machine_part, dot, conn_part = arg.partition(".")
+    if machine_part not in machines:
+        machines[machine_part] = cfg.machine(machine_part, label=arg)
+    m = machines[machine_part]
+    if not dot:
+        return [Selected(m, c) for c in m.connections]
+    for c in m.connections:
+        if c.name == conn_part:
+            return [Selected(m, c)]
+    raise Failure(f'failed to locate connection "{conn_part}" within "{machine_part}"')
 
 
 def _find_by_link(cfg: Configs, link: str) -> list[Selected]:
@@ -263,22 +252,30 @@ def _find_by_link(cfg: Configs, link: str) -> list[Selected]:
     return []
 
 
-def _switch(cfg: Configs, args: Sequence[str], enable: bool, *, by_link: bool) -> int:
-    host = cfg.host()
-    selected: list[Selected] = []
+def select_connections(cfg: Configs, args: Sequence[str], *,
+                       by_link: bool = False) -> list[Selected]:
+    """Every connection the arguments name, once each (by link name: quirks Q8); with
+    by_link (ifup/ifdown), an argument may also be a tap name (quirks Q10). Any error
+    comes before any network action."""
+    cfg.host()
+    machines: dict[str, Machine] = {}
+    selected: dict[str, Selected] = {}
     for arg in args:
         try:
-            selected.extend(s for s in select_connections(cfg, [arg])
-                            if s.link not in {x.link for x in selected})
+            found = _select(cfg, arg, machines)
         except MachinaError:
-            if not by_link:
-                raise
-            found = _find_by_link(cfg, arg)
+            found = _find_by_link(cfg, arg) if by_link else []
             if not found:
                 raise
-            selected.extend(s for s in found if s.link not in {x.link for x in selected})
+        for s in found:
+            selected.setdefault(s.link, s)
+    return list(selected.values())
+
+
+def _switch(cfg: Configs, args: Sequence[str], enable: bool, *, by_link: bool) -> int:
+    host = cfg.host()
     first: MachinaError | None = None
-    for s in selected:
+    for s in select_connections(cfg, args, by_link=by_link):
         try:
             _apply(host, s, enable)
             _say(f"{s.link}: {'enabled' if enable else 'disabled'}")

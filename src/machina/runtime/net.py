@@ -26,17 +26,23 @@ def _kind(ipr: Any, index: int) -> str | None:
     return None if info is None else info.get_attr("IFLA_INFO_KIND")
 
 
+def _bridge(ipr: Any, bridge: str) -> int:
+    """The index of the bridge named `bridge`, which must exist and be a bridge."""
+    index = _index(ipr, bridge)
+    if index is None:
+        raise HostError(f"bridge not found: {bridge}")
+    if _kind(ipr, index) != "bridge":
+        raise HostError(f'network link "{bridge}" is not a bridge')
+    return index
+
+
 def link_connect(link: str, bridge: str) -> None:
     """Bring the link up and enslave it to the bridge."""
     with _ipr() as ipr:
         index = _index(ipr, link)
         if index is None:
             raise HostError(f"link not found: {link}")
-        bridge_index = _index(ipr, bridge)
-        if bridge_index is None:
-            raise HostError(f"bridge not found: {bridge}")
-        if _kind(ipr, bridge_index) != "bridge":
-            raise HostError(f'network link "{bridge}" is not a bridge')
+        bridge_index = _bridge(ipr, bridge)
         try:
             ipr.link("set", index=index, state="up")
         except Exception as exc:
@@ -67,11 +73,7 @@ def tap_create(link: str, bridge: str, gid: int) -> None:
     """A persistent tap owned by the group gid, on the bridge, up (idempotent: an
     existing link of that name is replaced; QEMU has not started yet)."""
     with _ipr() as ipr:
-        bridge_index = _index(ipr, bridge)
-        if bridge_index is None:
-            raise HostError(f"bridge not found: {bridge}")
-        if _kind(ipr, bridge_index) != "bridge":
-            raise HostError(f'network link "{bridge}" is not a bridge')
+        bridge_index = _bridge(ipr, bridge)
         old = _index(ipr, link)
         if old is not None:
             ipr.link("del", index=old)
