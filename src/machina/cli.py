@@ -200,6 +200,9 @@ def build_parser(prog: str) -> Parser:
             p.add_argument("--timeout", type=parse_duration, default=0.0, metavar="DURATION",
                            help="Quit QEMU if the guest has not powered off after DURATION "
                                 "(e.g. 1m25s). Implies --wait.")
+        if name in ("prepare", "teardown"):
+            p.add_argument("--dry-run", action="store_true",
+                           help="Print what would be done to the host; change nothing.")
         if name in ("install", "init"):
             p.add_argument("--root", metavar="DIR", default="/",
                            help="Install below DIR instead of / (for packaging and tests).")

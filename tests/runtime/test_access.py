@@ -154,3 +154,21 @@ def test_prepare_gives_the_vfio_group_node_to_the_machine(tmp_path: Path,
     (device / "iommu_group").unlink()
     res = _run(machina_cmd, env, config, "prepare", "vm")
     assert res.returncode == 1 and f"mediated device {uuid} has no IOMMU group" in res.stderr
+
+
+def test_prepare_dry_run_shows_the_root_actions_and_changes_nothing(
+        world: Path, tmp_path: Path, machina_cmd: list[str],
+        machina_env: dict[str, str]) -> None:
+    disk, iso = world / "vm-os.raw", world / "cd.iso"
+    disk.write_bytes(b"\0")
+    disk.chmod(0o600)
+    iso.write_bytes(b"iso")
+    config = _setup(tmp_path, disk, iso)
+    gid = _gid(machina_cmd, machina_env, config)
+    res = _run(machina_cmd, machina_env, config, "prepare", "--dry-run", "vm")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == (f"vm: would give {disk} to the group machina-vm ({gid}): "
+                          "chgrp, g+rw\n")
+    assert (disk.stat().st_gid, stat.S_IMODE(disk.stat().st_mode)) == (0, 0o600)
+    res = _run(machina_cmd, machina_env, config, "teardown", "--dry-run", "vm")
+    assert (res.returncode, res.stdout) == (0, "vm: nothing to do\n")

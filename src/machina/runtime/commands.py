@@ -18,7 +18,8 @@ from machina.core import Built, Configs
 from machina.errors import Failure, HostError, MachinaError
 from machina.model import Machine
 from machina.plan.devices import command_sockets, system_socket
-from machina.runtime import mdev, net, systemctl
+from machina.runtime import hostplan, net, systemctl
+from machina.runtime.hostplan import HostAction
 
 T = TypeVar("T")
 
@@ -157,46 +158,30 @@ def _run_async(coro: Coroutine[Any, Any, T], cancelled: T) -> T:
 
 # --- host preparation ---------------------------------------------------------------------
 
-def _mdevs(m: Machine) -> list[mdev.Mdev]:
-    return [mdev.Mdev(d.device_class, d.name, str(d.id)) for d in m.devices
-            if d.id != identity.ZERO_UUID]
-
-
 def prepare(cfg: Configs, ns: argparse.Namespace) -> int:
     built = cfg.build_all(ns.machines)
     for b in built:
-        prepare_machine(cfg.host(), b)
+        actions = hostplan.plan_prepare(cfg.host(), b)
+        if ns.dry_run:
+            _show(b.machine.name, actions)
+        else:
+            hostplan.apply_all(actions)
     return 0
 
 
 def prepare_machine(host: HostFile, b: Built) -> None:
-    """Mediated devices; in least-privilege mode also file access and taps."""
-    m = b.machine
-    if m.least:
-        from machina.runtime import access
-
-        access.grant_all(m, b.plan)
-    mdev.prepare_mdevs(host, _mdevs(m))
-    if m.least:
-        from machina.runtime import access
-
-        for dev in _mdevs(m):
-            access.grant_device(m, mdev.vfio_group_node(dev.uuid))
-        for tap in b.plan.taps:
-            if not tap.bridge:
-                raise HostError(f'network "{tap.network}" names no bridge device')
-            net.tap_create(tap.link, tap.bridge, m.group_id)
+    hostplan.apply_all(hostplan.plan_prepare(host, b))
 
 
 def teardown_machine(b: Built) -> list[MachinaError]:
-    failures: list[MachinaError] = list(mdev.teardown_mdevs(_mdevs(b.machine)))
-    if b.machine.least:
-        for tap in b.plan.taps:
-            try:
-                net.tap_remove(tap.link)
-            except MachinaError as exc:
-                failures.append(exc)
-    return failures
+    return hostplan.apply_each(hostplan.plan_teardown(b))
+
+
+def _show(name: str, actions: Sequence[HostAction]) -> None:
+    if not actions:
+        _say(f"{name}: nothing to do")
+    for action in actions:
+        _say(f"{name}: would {action.text}")
 
 
 def _warn(prog: str, exc: BaseException) -> None:
@@ -207,7 +192,11 @@ def teardown(cfg: Configs, ns: argparse.Namespace) -> int:
     """Try everything; report failures as warnings; never fail the unit (quirks Q12)."""
     built = cfg.build_all(ns.machines)
     for b in built:
-        for failure in teardown_machine(b):
+        actions = hostplan.plan_teardown(b)
+        if ns.dry_run:
+            _show(b.machine.name, actions)
+            continue
+        for failure in hostplan.apply_each(actions):
             _warn("machina", failure)
     return 0
 

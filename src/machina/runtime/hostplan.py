@@ -1,0 +1,97 @@
+"""What `prepare` and `teardown` do to the host, as a list of actions computed first and
+applied second, so `--dry-run` can show exactly what would run as root."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from machina import identity
+from machina.config.schema import HostFile
+from machina.core import Built
+from machina.errors import HostError, MachinaError
+from machina.model import Machine
+from machina.runtime import mdev, net
+
+
+@dataclass(frozen=True, slots=True)
+class HostAction:
+    """One change to the host: what it does, in words, and the call that does it."""
+
+    text: str
+    apply: Callable[[], object]
+
+
+def _mdevs(m: Machine) -> list[mdev.Mdev]:
+    return [mdev.Mdev(d.device_class, d.name, str(d.id)) for d in m.devices
+            if d.id != identity.ZERO_UUID]
+
+
+def _grant_vfio(m: Machine, dev: mdev.Mdev) -> None:
+    from machina.runtime import access
+
+    access.grant_device(m, mdev.vfio_group_node(dev.uuid))
+
+
+def plan_prepare(host: HostFile, b: Built) -> list[HostAction]:
+    """Mediated devices; in least-privilege mode also file access, VFIO nodes and taps.
+
+    Problems found while planning (a file the machine's group cannot reach, a network
+    without a bridge) raise here, before anything is changed."""
+    m = b.machine
+    actions: list[HostAction] = []
+    if m.least:
+        from machina.runtime import access
+
+        for use in b.plan.files:
+            verdict = access.judge(m, use)
+            if verdict.problem is not None:
+                raise verdict.problem
+            if verdict.fixable:
+                actions.append(HostAction(
+                    f"give {use.path} to the group {m.group_name} ({m.group_id}): "
+                    "chgrp, g+rw", partial(access.grant, m, use)))
+    for dev in _mdevs(m):
+        actions.append(HostAction(
+            f"create mediated device {dev.uuid} ({dev.name}, class {dev.device_class}) "
+            "unless it exists", partial(mdev.create, host, dev)))
+        if m.least:
+            actions.append(HostAction(
+                f"give the VFIO group node of {dev.uuid} to the group {m.group_name}",
+                partial(_grant_vfio, m, dev)))
+    if m.least:
+        for tap in b.plan.taps:
+            if not tap.bridge:
+                raise HostError(f'network "{tap.network}" names no bridge device')
+            actions.append(HostAction(
+                f"create tap {tap.link} owned by the group {m.group_name} ({m.group_id}) "
+                f"on bridge {tap.bridge}, up",
+                partial(net.tap_create, tap.link, tap.bridge, m.group_id)))
+    return actions
+
+
+def plan_teardown(b: Built) -> list[HostAction]:
+    actions = [HostAction(f"remove mediated device {dev.uuid} ({dev.name}) if present",
+                          partial(mdev.remove, dev)) for dev in _mdevs(b.machine)]
+    if b.machine.least:
+        actions += [HostAction(f"remove tap {tap.link} if present",
+                               partial(net.tap_remove, tap.link)) for tap in b.plan.taps]
+    return actions
+
+
+def apply_all(actions: list[HostAction]) -> None:
+    """Apply in order; the first failure stops (prepare)."""
+    for action in actions:
+        action.apply()
+
+
+def apply_each(actions: list[HostAction]) -> list[MachinaError]:
+    """Try every action; return the failures (teardown never stops half-way)."""
+    failures: list[MachinaError] = []
+    for action in actions:
+        try:
+            action.apply()
+        except MachinaError as exc:
+            failures.append(exc)
+    return failures
