@@ -18,18 +18,25 @@ from machina.usage import COMMANDS, DESCRIPTION, Parser, UsageError
 
 # --- commands ----------------------------------------------------------------------------
 
+def _blocks(items: Sequence[tuple[str, str]]) -> str:
+    """Texts of several machines: an empty line between them and, when there are two or
+    more, a `----NAME----` line before each (commands.md §1, decisions D1)."""
+    out = []
+    for i, (name, text) in enumerate(items):
+        if i:
+            out.append("\n")
+        if len(items) > 1:
+            out.append(f"----{name}----\n")
+        out.append(text)
+    return "".join(out)
+
+
 def cmd_args(cfg: Configs, ns: argparse.Namespace) -> int:
     from machina.qemu.argv import render_args_text
 
     built = cfg.build_all(ns.machines)
-    out = []
-    for i, b in enumerate(built):
-        if i:
-            out.append("\n")
-        if len(built) > 1:
-            out.append(f"----{b.machine.name}----\n")
-        out.append(render_args_text(b.plan.options()) + "\n")
-    sys.stdout.write("".join(out))
+    sys.stdout.write(_blocks([(b.machine.name, render_args_text(b.plan.options()) + "\n")
+                              for b in built]))
     return 0
 
 
@@ -57,14 +64,7 @@ def cmd_generate(cfg: Configs, ns: argparse.Namespace) -> int:
     units = [(b.machine.name, render_machine_unit(b.machine, b.plan).render())
              for b in built]
     if ns.preview:
-        out = []
-        for i, (name, text) in enumerate(units):
-            if i:
-                out.append("\n")
-            if len(units) > 1:
-                out.append(f"----{name}----\n")
-            out.append(text)
-        sys.stdout.write("".join(out))
+        sys.stdout.write(_blocks(units))
         return 0
     from machina.runtime import access
     from machina.runtime import units as unitfiles
