@@ -241,20 +241,8 @@ def _nonzero(code: int) -> str:
 
 def _expand_word(word: str) -> str:
     """Per-word expansions after unquoting: specifiers (`%%`) then variables (`$$`)."""
+    s = setting_text(word)
     out: list[str] = []
-    i = 0
-    while i < len(word):
-        c = word[i]
-        if c == "%":
-            if word[i + 1:i + 2] != "%":
-                raise UnitSyntaxError(f"specifier {word[i:i + 2]!r} in {word!r}")
-            out.append("%")
-            i += 2
-            continue
-        out.append(c)
-        i += 1
-    s = "".join(out)
-    out = []
     i = 0
     while i < len(s):
         c = s[i]
