@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from machina.errors import PlanError
@@ -94,7 +93,3 @@ def opt(flag: str, head: str | None = None, *props: tuple[str, str | int | None]
 
 def plain(flag: str, value: str) -> Opt:
     return Opt(flag, (), value)
-
-
-def flags(*names: str) -> Iterable[Opt]:
-    return (Opt(n) for n in names)

@@ -121,26 +121,17 @@ def _own_file(st: os.stat_result) -> bool:
     return kind_ok and (st.st_gid == 0 or (st.st_mode >> 3) & 0o7 == 0)
 
 
-def grant(machine: Machine, use: FileUse) -> None:
-    """Make one file usable by the machine's group, or raise an error saying how."""
-    verdict = judge(machine, use)
-    if verdict.problem is not None:
-        raise verdict.problem
-    if verdict.fixable:
-        st = os.stat(use.path)
-        os.chown(use.path, -1, machine.group_id)
-        os.chmod(use.path, stat.S_IMODE(st.st_mode) | stat.S_IRGRP | stat.S_IWGRP)
+def hand_over(machine: Machine, path: str) -> None:
+    """Give a file `judge` found fixable to the machine's group: chgrp, g+rw."""
+    st = os.stat(path)
+    os.chown(path, -1, machine.group_id)
+    os.chmod(path, stat.S_IMODE(st.st_mode) | stat.S_IRGRP | stat.S_IWGRP)
 
 
 def check_plan(machine: Machine, plan: Plan) -> list[HostError]:
     """Warnings for `generate`: files the group cannot use and prepare will not fix."""
     return [v.problem for v in (judge(machine, use) for use in plan.files)
             if v.problem is not None]
-
-
-def grant_all(machine: Machine, plan: Plan) -> None:
-    for use in plan.files:
-        grant(machine, use)
 
 
 def ensure_group(machine: Machine) -> None:

@@ -51,7 +51,7 @@ def plan_prepare(host: HostFile, b: Built) -> list[HostAction]:
             if verdict.fixable:
                 actions.append(HostAction(
                     f"give {use.path} to the group {m.group_name} ({m.group_id}): "
-                    "chgrp, g+rw", partial(access.grant, m, use)))
+                    "chgrp, g+rw", partial(access.hand_over, m, use.path)))
     for dev in _mdevs(m):
         actions.append(HostAction(
             f"create mediated device {dev.uuid} ({dev.name}, class {dev.device_class}) "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -166,19 +166,3 @@ def remove(dev: Mdev) -> bool:
             return False  # gone meanwhile
         raise
     return True
-
-
-def prepare_mdevs(host: HostFile, devices: Sequence[Mdev]) -> None:
-    for dev in devices:
-        create(host, dev)
-
-
-def teardown_mdevs(devices: Sequence[Mdev]) -> list[HostError]:
-    """Try every device; return the failures instead of stopping at the first."""
-    failures: list[HostError] = []
-    for dev in devices:
-        try:
-            remove(dev)
-        except HostError as exc:
-            failures.append(exc)
-    return failures

@@ -11,7 +11,6 @@ Values are typed by context, so escaping cannot be forgotten:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -171,7 +170,3 @@ def durations(seconds: int) -> str:
     if m:
         return f"{m}m{s}s"
     return f"{s}s"
-
-
-def lines_of(groups: Sequence[Sequence[str]]) -> tuple[tuple[str, ...], ...]:
-    return tuple(tuple(g) for g in groups)
