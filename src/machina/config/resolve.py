@@ -47,7 +47,11 @@ T = TypeVar("T")
 HANDLED_MACHINE_FIELDS = frozenset(
     {"path", "name", "file_name", "description", "id", "tags", "definition"})
 HANDLED_DEFINITION_FIELDS = frozenset({"vars", "attrs", "volumes", "connections", "devices"})
-HANDLED_ATTRIBUTE_FIELDS = frozenset(f.name for f in dataclasses.fields(Attributes))
+HANDLED_ATTRIBUTE_FIELDS = frozenset({
+    "firmware_code", "firmware_vars", "sockets", "cores", "ram", "enlightenments",
+    "qmp_enabled", "qmp_names", "qmp_paths", "agent_enabled", "agent_port",
+    "agent_port_pattern", "spice_enabled", "spice_port", "spice_port_pattern",
+    "spice_displays", "boot", "privileges_mode", "shutdown_timeout"})
 
 
 def union(a: Sequence[str], b: Sequence[str]) -> tuple[str, ...]:
