@@ -239,22 +239,26 @@ def _nonzero(code: int) -> str:
     return chr(code)
 
 
-def _expand_word(word: str) -> str:
-    """Per-word expansions after unquoting: specifiers (`%%`) then variables (`$$`)."""
-    s = setting_text(word)
+def _undouble(text: str, mark: str, what: str) -> str:
+    """`mark mark` → `mark`; a single `mark` starts an expansion this test refuses."""
     out: list[str] = []
     i = 0
-    while i < len(s):
-        c = s[i]
-        if c == "$":
-            if s[i + 1:i + 2] != "$":
-                raise UnitSyntaxError(f"variable reference at {s[i:i + 8]!r} in {s!r}")
-            out.append("$")
+    while i < len(text):
+        c = text[i]
+        if c == mark:
+            if text[i + 1:i + 2] != mark:
+                raise UnitSyntaxError(f"{what} {text[i:i + 8]!r} in {text!r}")
+            out.append(mark)
             i += 2
             continue
         out.append(c)
         i += 1
     return "".join(out)
+
+
+def _expand_word(word: str) -> str:
+    """Per-word expansions after unquoting: specifiers (`%%`) then variables (`$$`)."""
+    return _undouble(setting_text(word), "$", "variable reference at")
 
 
 def exec_commands(value: str) -> list[list[str]]:
@@ -329,16 +333,5 @@ def exec_argv(value: str) -> list[str]:
 
 def setting_text(value: str) -> str:
     """A free-text setting (`Description=`): specifiers only (`%%` → `%`)."""
-    out: list[str] = []
-    i = 0
-    while i < len(value):
-        c = value[i]
-        if c == "%":
-            if value[i + 1:i + 2] != "%":
-                raise UnitSyntaxError(f"specifier {value[i:i + 2]!r} in {value!r}")
-            out.append("%")
-            i += 2
-            continue
-        out.append(c)
-        i += 1
-    return "".join(out)
+    return _undouble(value, "%", "specifier")
+
