@@ -92,6 +92,35 @@ def cmd_list(cfg: Configs, ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preview(cfg: Configs, ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from machina.preview import parse_request, preview
+    from machina.report import document, error_entries
+
+    if not ns.json:
+        raise Failure("preview answers in JSON only: use machina preview --json",
+                      ('send {"host": null, "machines": {"NAME": "<file text>"}} on stdin',))
+
+    def installed_host() -> bytes:
+        path = cfg.where.host_path()
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            raise Failure(f"open {path}: {exc.strerror or exc}") from exc
+
+    try:
+        request = parse_request(sys.stdin.buffer.read())
+    except MachinaError as exc:
+        sys.stdout.write(document(False, errors=error_entries(exc), machines=[]))
+        _print_error(prog_name(), exc, exc.hints)
+        return 1
+    doc = preview(request, installed_host)
+    ok = not doc["errors"]
+    sys.stdout.write(document(ok, **doc))
+    return 0 if ok else 1
+
+
 def cmd_gen_id(cfg: Configs, ns: argparse.Namespace) -> int:
     from machina.identity import random_machine_id
 
@@ -124,6 +153,7 @@ HANDLERS: dict[str, Callable[[Configs, argparse.Namespace], int]] = {
     "list": cmd_list,
     "gen-id": cmd_gen_id,
     "gen-mac": cmd_gen_mac,
+    "preview": cmd_preview,
 }
 for _name in ("install", "init", "status", "observe", "enable", "disable", "start", "stop",
               "shutdown", "prepare", "teardown", "connect", "disconnect", "run", "query"):
@@ -206,6 +236,9 @@ def build_parser(prog: str) -> Parser:
         if name in ("install", "init"):
             p.add_argument("--root", metavar="DIR", default="/",
                            help="Install below DIR instead of / (for packaging and tests).")
+        if name == "preview":
+            p.add_argument("--json", action="store_true",
+                           help="Answer with a JSON document (docs/json.md).")
         if name == "list":
             p.add_argument("--offline", action="store_true",
                            help="Do not ask systemd for the units' states.")

@@ -16,10 +16,17 @@ class MachinaError(Exception):
 
 @dataclass(eq=False)
 class Failure(MachinaError):
-    """A plain error: a message and optional hints."""
+    """A plain error: a message and optional hints.
+
+    `subject` says which field of the machine's merged definition the problem is about, for
+    tools that show it at that field (`preview --json`): a path whose list items are named
+    by their "name", e.g. ("volumes", "os", "storage"), ("vars", "seat"), ("tags", "linux"),
+    ("attrs", "memory", "ram"). It never changes the message.
+    """
 
     message: str
     fixes: tuple[str, ...] = ()
+    subject: tuple[str, ...] = ()
 
     @property
     def hints(self) -> tuple[str, ...]:

@@ -56,6 +56,8 @@ COMMANDS: list[tuple[str, str, str, str]] = [
      "Machines or individual connections to remove from the bridge. Use MACHINE or "
      "MACHINE.CONN."),
     ("query", "", "Queries virtual machines via the QMP protocol.", ""),
+    ("preview", "", "Checks candidate config files read from standard input and shows what "
+     "they would become, writing nothing (for the web console).", ""),
     ("gen-id", "", "Generate a random machine identifier.", ""),
     ("gen-mac", "", "Generate a random MAC hardware address.", ""),
     ("args", "<machines> ...", "Displays the QEMU arguments for virtual machines.",

@@ -12,13 +12,15 @@ rank 0.
 |------|-------------------------------------------|-----------------------------------------|
 | 0    | errors, identity, config.values,          | leaves: errors, hashing, value forms,   |
 |      | systemd.unit                              | unit syntax                             |
-| 1    | qemu.opts, config.patterns, config.schema | option syntax, expansion, file schema   |
+| 1    | qemu.opts, config.patterns, config.schema | option syntax, expansion, file schema,  |
+|      | report                                    | errors as --json data                   |
 | 2    | model, qemu.argv                          | the resolved machine; argv forms        |
 | 3    | config.load, config.resolve, plan.pcie    | files → schema → model; topology        |
 | 4    | plan.devices                              | model + host → QEMU options             |
 | 5    | systemd.render, summary, core, usage      | units, `cat` text, command glue, the    |
 |      |                                           | command table and parser class          |
-| 6    | runtime.*                                 | everything that touches the host        |
+| 6    | runtime.*, preview                        | everything that touches the host;       |
+|      |                                           | candidate configs → errors and views    |
 | 7    | cli                                       | argv parsing, printing, exit codes      |
 | 8    | __main__                                  | `python -m machina`                     |
 """
@@ -42,6 +44,7 @@ RANKS: dict[str, int] = {
     "machina.config.load": 3, "machina.config.resolve": 3, "machina.plan.pcie": 3,
     "machina.plan.devices": 4,
     "machina.systemd.render": 5, "machina.summary": 5, "machina.core": 5, "machina.usage": 5,
+    "machina.report": 1, "machina.preview": 6,
     "machina.runtime": 6,  # and every machina.runtime.* module
     "machina.cli": 7, "machina.__main__": 8,
     "machina": 0, "machina.config": 0, "machina.plan": 0, "machina.qemu": 0,
@@ -50,7 +53,8 @@ RANKS: dict[str, int] = {
 
 #: Modules that must stay pure (STYLE §1): no host effects.
 PURE_PREFIXES = ("machina.plan", "machina.config", "machina.qemu", "machina.systemd",
-                 "machina.model", "machina.identity", "machina.summary")
+                 "machina.model", "machina.identity", "machina.summary", "machina.preview",
+                 "machina.report")
 
 #: Known violations of "nothing below cli imports machina.cli" (strict xfail: a fix shows
 #: up as XPASS, then drop the entry).

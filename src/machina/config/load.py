@@ -130,10 +130,11 @@ def _constant_hook(text: str) -> Any:
     raise ValueError(f"{text} is not JSON (numbers are finite)")
 
 
-def read_json(path: str) -> Any:
-    """Parse one JSON file; a missing file, bad syntax or trailing content is an error."""
+def read_json(path: str, raw: bytes | None = None) -> Any:
+    """Parse one JSON file; a missing file, bad syntax or trailing content is an error.
+    With raw, parse those bytes as the file's content instead (candidates: preview)."""
     try:
-        raw = Path(path).read_bytes()
+        raw = Path(path).read_bytes() if raw is None else raw
     except FileNotFoundError as exc:
         raise Failure(f"open {path}: no such file or directory") from exc
     except IsADirectoryError as exc:
@@ -486,8 +487,8 @@ def _raise(ctx: _Ctx) -> None:
         raise ConfigErrors(ctx.errors)
 
 
-def load_host(path: str) -> HostFile:
-    data = read_json(path)
+def load_host(path: str, raw: bytes | None = None) -> HostFile:
+    data = read_json(path, raw)
     ctx = _Ctx(path)
     if data is not None and not isinstance(data, dict):
         raise ConfigError(path, "$", f"expected an object, got {_describe(data)}")
@@ -506,8 +507,8 @@ def load_host(path: str) -> HostFile:
                     privileges=f.get("privileges", Privileges()))
 
 
-def load_machine(path: str) -> MachineFile:
-    data = read_json(path)
+def load_machine(path: str, raw: bytes | None = None) -> MachineFile:
+    data = read_json(path, raw)
     ctx = _Ctx(path)
     if data is not None and not isinstance(data, dict):
         raise ConfigError(path, "$", f"expected an object, got {_describe(data)}")

@@ -67,7 +67,7 @@ def expand(pattern: str, lookup: Callable[[str], str | None], *, strict: bool,
                 raise UndefinedVariableError(
                     f"undefined variable {go_quote(name)} in pattern {go_quote(pattern)}"
                     + (f" ({where})" if where else ""),
-                    ("define it in the machine's or a tag's \"vars\"",))
+                    ("define it in the machine's or a tag's \"vars\"",), ("vars", name))
             value = ""
         out.append(value)
     return "".join(out)

@@ -153,7 +153,7 @@ def collect_tags(machine: MachineFile, host: HostFile) -> list[Definition]:
             hints = ((f'did you mean "{close[0]}"? ' if close else "")
                      + "tags are defined in machina.conf.json at $.tag",)
             raise Failure(f"failed to build machine {machine.name}: the {tag} tag was not found",
-                          hints)
+                          hints, ("tags", tag))
         defs.append(found)
     return defs
 

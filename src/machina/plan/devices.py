@@ -190,7 +190,8 @@ class _Builder:
         if pool is None:
             raise PlanError(f"volume {volume.name} uses an unspecified machina storage pool: "
                             f"{volume.storage}",
-                            ("storage pools are defined in machina.conf.json at $.storage",))
+                            ("storage pools are defined in machina.conf.json at $.storage",),
+                            ("volumes", volume.name, "storage"))
         if pool.type not in ("raw", "iso-ahci", "iso-scsi", "iso-usb", "firmware"):
             raise PlanError(f'storage pool "{volume.storage}" has storage type "{pool.type}" '
                             "which has no handler defined",
@@ -323,7 +324,8 @@ class _Builder:
             if network is None:
                 raise PlanError(f"connection {conn.name} uses an unspecified machina network: "
                                 f"{conn.network}",
-                                ("networks are defined in machina.conf.json at $.network",))
+                                ("networks are defined in machina.conf.json at $.network",),
+                                ("connections", conn.name, "network"))
             link = identity.link_name(self.m.name, conn.name)
             if self.m.least:
                 # machina creates the tap itself (owned by the machine's group, on its
@@ -344,7 +346,7 @@ class _Builder:
                 raise PlanError(f"device {dev.name} uses an unspecified machina device class: "
                                 f"{dev.device_class}",
                                 ("device classes are the keys of $.mdev.*.types in "
-                                 "machina.conf.json",))
+                                 "machina.conf.json",), ("devices", dev.name, "class"))
             self.topo.add_device(partial(_vfio, id=f"vfio.{k}",
                                          sysfs=f"/sys/bus/mdev/devices/{dev.id}"))
             self.plan.mdevs.append((dev.device_class, dev.name, str(dev.id)))
@@ -404,7 +406,8 @@ class _Builder:
             raise PlanError("attrs.shutdown.timeout must be a positive number of seconds")
         if self.m.attrs.ram <= 0:
             raise PlanError("no memory size was specified (attrs.memory.ram)",
-                            ('set "attrs": {"memory": {"ram": <MiB>}} in the machine or a tag',))
+                            ('set "attrs": {"memory": {"ram": <MiB>}} in the machine or a tag',),
+                            ("attrs", "memory", "ram"))
         self.firmware()
         self.qmp()
         self.agent()
