@@ -49,7 +49,7 @@ def cmd_cat(cfg: Configs, ns: argparse.Namespace) -> int:
             results.append(("system", system_summary(cfg.host())))
         else:
             m = cfg.machine(arg)
-            results.append((m.name, machine_summary(m)))
+            results.append((m.name, machine_summary(m, cfg.host())))
     if len(results) == 1:
         sys.stdout.write(results[0][1] + "\n")
     else:

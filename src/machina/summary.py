@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from machina.config.firmware import find_firmware
 from machina.config.schema import Attributes, Connection, Definition, Device, HostFile, Volume
 from machina.errors import MachinaError
 from machina.identity import ZERO_UUID
 from machina.model import Machine
-from machina.plan.devices import effective_port, qmp_socket_paths
+from machina.plan.devices import effective_port, nvram_path, qmp_socket_paths
 
 
 def _sorted(m: Mapping[str, object]) -> list[str]:
@@ -63,6 +64,8 @@ def definition_lines(machine_name: str, vars: dict[str, str], attrs: Attributes,
         out.append((0, f"Firmware Code (read-only): {volume_text(a.firmware_code)}"))
     if not a.firmware_vars.is_empty:
         out.append((0, f"Firmware Variables (read/write): {volume_text(a.firmware_vars)}"))
+    if a.firmware_profile:  # ours (D21: only when set)
+        out.append((0, f"Firmware Profile: {a.firmware_profile}"))
     boot = a.boot  # ours, only when set (D21)
     for label, value in (("BIOS", boot.bios), ("Kernel", boot.kernel), ("Initrd", boot.initrd),
                          ("Kernel Command Line", boot.cmdline)):
@@ -78,6 +81,8 @@ def definition_lines(machine_name: str, vars: dict[str, str], attrs: Attributes,
         out.append((0, "Hyper-V Enlightenments: Enabled"))
     if a.shutdown_timeout > 0:  # ours (D21: only when set)
         out.append((0, f"Shutdown Timeout: {a.shutdown_timeout}s"))
+    if a.serial:  # ours (D21: only when set)
+        out.append((0, "Serial Console: Enabled (COM1 on standard output)"))
     if a.qmp_enabled:
         out.append((0, "QMP: Enabled"))
         out.extend((0, f"QMP Socket Path: {p}")
@@ -105,7 +110,28 @@ def _indent(lines: Iterable[tuple[int, str]], base: int) -> list[str]:
     return ["  " * (base + level) + text for level, text in lines]
 
 
-def machine_summary(m: Machine) -> str:
+def firmware_lines(m: Machine, host: HostFile) -> list[tuple[int, str]]:
+    """What a firmware profile chose (ours): code, the NVRAM file, Secure Boot."""
+    chosen = find_firmware(m, host)
+    if chosen is None:
+        return []
+    fw = chosen.firmware
+    try:
+        nvram = nvram_path(m, host)
+    except MachinaError as exc:
+        nvram = str(exc)
+    out = [(1, f"Code (read-only): {fw.code}"),
+           (1, f"NVRAM (read/write): {nvram}"),
+           (1, f"NVRAM Template: {fw.vars_template}"),
+           (1, "Secure Boot: " + ("Enabled (SMM)" if fw.secure_boot else "Disabled"))]
+    if fw.features:
+        out.append((1, f"Features: {', '.join(fw.features)}"))
+    if fw.description:
+        out.append((1, f"Description: {fw.description}"))
+    return out
+
+
+def machine_summary(m: Machine, host: HostFile | None = None) -> str:
     head: list[tuple[int, str]] = []
     if m.name:
         head.append((0, f"Name: {m.name}"))
@@ -117,6 +143,10 @@ def machine_summary(m: Machine) -> str:
         head.append((0, f"Tags: {','.join(m.tags)}"))
     body = definition_lines(m.name, m.vars, m.attrs, m.volumes, m.connections, m.devices,
                             strict=True)
+    if host is not None and m.attrs.firmware_profile:
+        at = next(i for i, (lvl, text) in enumerate(body)
+                  if lvl == 0 and text.startswith("Firmware Profile: "))
+        body[at + 1:at + 1] = firmware_lines(m, host)
     if m.least:  # ours, only in least-privilege mode (D21): after the Vars block
         at = next((i for i, (lvl, text) in enumerate(body) if lvl == 0 and text != "Vars:"),
                   len(body))
@@ -151,6 +181,19 @@ def system_summary(host: HostFile) -> str:
         out.append((0, f"QEMU CPU Model: {host.qemu.cpu}"))
     if host.privileges.mode:
         out.append((0, f"Privileges: {host.privileges.mode}"))
+    if host.firmware:
+        out.append((0, "Firmware:"))
+        for k in _sorted(host.firmware):
+            fw = host.firmware[k]
+            out.append((1, f"{k}:"))
+            out.append((2, f"Code: {fw.code}"))
+            out.append((2, f"NVRAM Template: {fw.vars_template}"))
+            if fw.features:
+                out.append((2, f"Features: {', '.join(fw.features)}"))
+            if fw.machines:
+                out.append((2, f"Machine Types: {', '.join(fw.machines)}"))
+            if fw.description:
+                out.append((2, f"Description: {fw.description}"))
     if host.tag:
         out.append((0, "Tags:"))
         for k in _sorted(host.tag):

@@ -150,15 +150,42 @@ def test_verify_sandbox_reports_unit_mistakes(verify_sandbox: list[str], tmp_pat
     assert missing.returncode != 0 and "not executable" in missing.stderr
 
 
-LEAST_CASE = Path(__file__).resolve().parents[1] / "cases" / "ext-least-privilege"
+LEAST_PREVIEWS = sorted((Path(__file__).resolve().parents[1] / "cases" / "ext-least-privilege")
+                        .glob("expected/*.generate-preview"))
+LEAST_PREVIEWS += sorted((Path(__file__).resolve().parents[1] / "cases" / "ext-firmware-profile")
+                         .glob("expected/*least*.generate-preview"))
 EXPOSURE = re.compile(r"Overall exposure level for \S+: (\d+\.\d+)")
 
 
-@pytest.mark.parametrize("preview", sorted(LEAST_CASE.glob("expected/*.generate-preview")),
+@pytest.mark.parametrize("preview", LEAST_PREVIEWS,
                          ids=lambda p: p.name)
 def test_least_privilege_units_verify_and_score(preview: Path, verify_sandbox: list[str],
                                                 tmp_path: Path) -> None:
     """Our least-privilege units (tests/cases) pass verify and rate ≤ 1.6 exposure."""
+    path, env = _verify_preview(preview, verify_sandbox, tmp_path)
+    security = subprocess.run(["systemd-analyze", "security", "--offline=true", str(path)],
+                              env=env, capture_output=True, text=True, check=False,
+                              timeout=VERIFY_TIMEOUT)
+    m = EXPOSURE.search(security.stdout)
+    assert m, security.stdout + security.stderr
+    assert float(m.group(1)) <= 1.6, security.stdout
+
+
+EXTENSION_PREVIEWS = sorted((Path(__file__).resolve().parents[1] / "cases")
+                            .glob("*/expected/*.generate-preview"))
+
+
+@pytest.mark.parametrize("preview", EXTENSION_PREVIEWS,
+                         ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_extension_units_verify(preview: Path, verify_sandbox: list[str],
+                                tmp_path: Path) -> None:
+    """Every unit of our own cases (tests/cases) passes systemd-analyze verify cleanly."""
+    _verify_preview(preview, verify_sandbox, tmp_path)
+
+
+def _verify_preview(preview: Path, verify_sandbox: list[str],
+                    tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """systemd-analyze verify of an expected unit: exit 0 and nothing on stderr."""
     unit = preview.read_text(encoding="utf-8")
     path = tmp_path / unit_file_name(unit)
     path.write_text(unit, encoding="utf-8")
@@ -167,9 +194,4 @@ def test_least_privilege_units_verify_and_score(preview: Path, verify_sandbox: l
                             stdin=subprocess.DEVNULL, capture_output=True,
                             timeout=VERIFY_TIMEOUT, check=False)
     assert (verify.returncode, verify.stderr.decode()) == (0, ""), unit
-    security = subprocess.run(["systemd-analyze", "security", "--offline=true", str(path)],
-                              env=env, capture_output=True, text=True, check=False,
-                              timeout=VERIFY_TIMEOUT)
-    m = EXPOSURE.search(security.stdout)
-    assert m, security.stdout + security.stderr
-    assert float(m.group(1)) <= 1.6, security.stdout
+    return path, env

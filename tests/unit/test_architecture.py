@@ -42,6 +42,7 @@ RANKS: dict[str, int] = {
     "machina.qemu.opts": 1, "machina.config.patterns": 1, "machina.config.schema": 1,
     "machina.model": 2, "machina.qemu.argv": 2,
     "machina.config.load": 3, "machina.config.resolve": 3, "machina.plan.pcie": 3,
+    "machina.config.firmware": 3,
     "machina.plan.devices": 4,
     "machina.systemd.render": 5, "machina.summary": 5, "machina.core": 5, "machina.usage": 5,
     "machina.report": 1, "machina.preview": 6,

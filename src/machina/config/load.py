@@ -22,6 +22,7 @@ from machina.config.schema import (
     Connection,
     Definition,
     Device,
+    Firmware,
     HostFile,
     MachineFile,
     MediatedDevice,
@@ -360,7 +361,8 @@ _AGENT_QEMU = _sub({"enabled": _bool, "port": _int, "port-pattern": _string}, "a
 
 def _attrs(ctx: _Ctx, ptr: str, value: Any) -> Attributes:
     f = _fields(ctx, ptr, value, {
-        "firmware": _sub({"code": _volume, "vars": _volume}, "attrs.firmware"),
+        "firmware": _sub({"code": _volume, "vars": _volume, "profile": _string},
+                         "attrs.firmware"),
         "cpu": _sub({"sockets": _int, "cores": _int}, "attrs.cpu"),
         "memory": _sub({"ram": _int}, "attrs.memory"),
         "enlightenments": _sub({"enabled": _bool}, "attrs.enlightenments"),
@@ -372,6 +374,7 @@ def _attrs(ctx: _Ctx, ptr: str, value: Any) -> Attributes:
                       "bios": _string}, "attrs.boot"),
         "privileges": _sub({"mode": _mode}, "attrs.privileges"),
         "shutdown": _sub({"timeout": _int}, "attrs.shutdown"),
+        "serial": _sub({"enabled": _bool}, "attrs.serial"),
     }, "attrs")
     if not f:
         return Attributes()
@@ -401,6 +404,8 @@ def _attrs(ctx: _Ctx, ptr: str, value: Any) -> Attributes:
         boot=Boot(**f.get("boot", {})),
         privileges_mode=f.get("privileges", {}).get("mode", ""),
         shutdown_timeout=f.get("shutdown", {}).get("timeout", 0),
+        firmware_profile=fw.get("profile", ""),
+        serial=f.get("serial", {}).get("enabled", False),
     )
 
 
@@ -480,6 +485,31 @@ def _qemu_host(ctx: _Ctx, ptr: str, value: Any) -> QemuHost:
     return QemuHost(**f)
 
 
+def _abs_path(ctx: _Ctx, ptr: str, value: Any) -> str:
+    path = _string(ctx, ptr, value)
+    if path and not path.startswith("/"):
+        ctx.error(ptr, f"expected an absolute path, got {json.dumps(path)}",
+                  "machina firmware detect writes the paths QEMU's descriptors name")
+        return ""
+    return path
+
+
+def _firmware(ctx: _Ctx, ptr: str, value: Any) -> Firmware:
+    f = _fields(ctx, ptr, value, {
+        "code": _abs_path, "vars-template": _abs_path, "features": _list(_string),
+        "machines": _list(_string), "description": _string}, "a firmware")
+    if f is None:
+        return Firmware()
+    for key in ("code", "vars-template"):
+        if not f.get(key) and (value or {}).get(key) is None:
+            ctx.error(_key_ptr(ptr, key), f'a firmware needs "{key}"',
+                      "machina firmware detect fills this section from QEMU's firmware "
+                      "descriptors")
+    return Firmware(code=f.get("code", ""), vars_template=f.get("vars-template", ""),
+                    features=f.get("features", ()), machines=f.get("machines", ()),
+                    description=f.get("description", ""))
+
+
 def _raise(ctx: _Ctx) -> None:
     if len(ctx.errors) == 1:
         raise ctx.errors[0]
@@ -499,12 +529,14 @@ def load_host(path: str, raw: bytes | None = None) -> HostFile:
         "tag": _map(_tag),
         "qemu": _qemu_host,
         "privileges": _privileges,
+        "firmware": _map(_firmware),
     }, "machina.conf.json") or {}
     _raise(ctx)
     return HostFile(path=path, storage=f.get("storage", {}), network=f.get("network", {}),
                     mdev=f.get("mdev", {}), tag=f.get("tag", {}),
                     qemu=f.get("qemu", QemuHost()),
-                    privileges=f.get("privileges", Privileges()))
+                    privileges=f.get("privileges", Privileges()),
+                    firmware=f.get("firmware", {}))
 
 
 def load_machine(path: str, raw: bytes | None = None) -> MachineFile:

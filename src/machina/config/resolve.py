@@ -14,6 +14,8 @@ Definitions D = [machine, tag1, tag2, …]; "first" means earliest in D.
 | boot.kernel/initrd/cmdline/bios (ours)          | first non-empty                             |
 | privileges.mode (ours)                          | first non-empty, else the host's, else root |
 | shutdown.timeout (ours)                         | first value > 0                             |
+| firmware.profile (ours)                         | first non-empty                             |
+| serial.enabled (ours)                           | OR                                          |
 | volumes, connections, devices                   | concatenated in D order; a name seen before |
 |                                                 | drops the item (whole objects)              |
 
@@ -51,7 +53,8 @@ HANDLED_ATTRIBUTE_FIELDS = frozenset({
     "firmware_code", "firmware_vars", "sockets", "cores", "ram", "enlightenments",
     "qmp_enabled", "qmp_names", "qmp_paths", "agent_enabled", "agent_port",
     "agent_port_pattern", "spice_enabled", "spice_port", "spice_port_pattern",
-    "spice_displays", "boot", "privileges_mode", "shutdown_timeout"})
+    "spice_displays", "boot", "privileges_mode", "shutdown_timeout", "firmware_profile",
+    "serial"})
 
 
 def union(a: Sequence[str], b: Sequence[str]) -> tuple[str, ...]:
@@ -120,6 +123,8 @@ def merge_attributes(defs: Sequence[Definition]) -> Attributes:
         boot=boot,
         privileges_mode=first_str(a.privileges_mode for a in attrs),
         shutdown_timeout=first_int("shutdown_timeout"),
+        firmware_profile=first_str(a.firmware_profile for a in attrs),
+        serial=any_on("serial"),
     )
 
 

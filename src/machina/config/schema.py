@@ -75,6 +75,8 @@ class Attributes:
     boot: Boot = Boot()
     privileges_mode: str = ""  # ours: "least" or "root" (attrs.privileges.mode)
     shutdown_timeout: int = 0  # ours: seconds `systemctl stop` waits for the guest
+    firmware_profile: str = ""  # ours: a key of the host's `firmware` map
+    serial: bool = False       # ours: COM1 on QEMU's standard output (attrs.serial)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,6 +138,27 @@ class Privileges:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Firmware:
+    """A firmware the host offers (our extension; `machina firmware detect` fills these
+    from QEMU's firmware descriptors): what a machine's `attrs.firmware.profile` names."""
+
+    code: str = ""                       # pflash0, read-only
+    vars_template: str = ""              # copied to the machine's own NVRAM file once
+    features: tuple[str, ...] = ()       # QEMU descriptor features: secure-boot, ...
+    machines: tuple[str, ...] = ()       # machine type patterns, e.g. pc-q35-*
+    description: str = ""
+
+    @property
+    def secure_boot(self) -> bool:
+        return "secure-boot" in self.features
+
+    @property
+    def smm(self) -> bool:
+        """SMM on -machine and the secure pflash: Secure Boot firmware hangs without."""
+        return self.secure_boot or "requires-smm" in self.features
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HostFile:
     path: str = ""
     storage: dict[str, Storage] = field(default_factory=dict)
@@ -144,3 +167,4 @@ class HostFile:
     tag: dict[str, Definition] = field(default_factory=dict)
     qemu: QemuHost = QemuHost()
     privileges: Privileges = Privileges()
+    firmware: dict[str, Firmware] = field(default_factory=dict)

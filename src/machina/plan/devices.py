@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from machina import identity
+from machina.config.firmware import Chosen, default_nvram, find_firmware
 from machina.config.patterns import expand, join_path, mapping_lookup, parse_port
 from machina.config.resolve import union
 from machina.config.schema import HostFile, Storage, Volume
@@ -90,6 +91,23 @@ def command_sockets(machine_name: str) -> tuple[str, str]:
             join_path(RUN_DIR, machine_name, "command.1.qmp.socket"))
 
 
+def nvram_path(machine: Machine, host: HostFile) -> str:
+    """The machine's own UEFI variables file with a firmware profile (ours):
+    attrs.firmware.vars on a writable firmware pool, else the default path."""
+    volume = machine.attrs.firmware_vars
+    if volume.is_empty:
+        return default_nvram(machine.name)
+    pool = host.storage.get(volume.storage)
+    if pool is None or pool.type != "firmware" or pool.readonly or volume.readonly:
+        raise PlanError(
+            f'firmware variables {volume.name} use storage pool "{volume.storage}", which is '
+            'not a writable pool of type "firmware"',
+            ("the machine's NVRAM needs a writable pool of type firmware in machina.conf.json "
+             "at $.storage, or no attrs.firmware.vars (default: "
+             f"{default_nvram(machine.name)})",))
+    return volume_path(machine, volume, volume.storage, pool)
+
+
 # --- the plan ----------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +131,16 @@ SANDBOX = (("obsolete", "deny"), ("elevateprivileges", "deny"), ("spawn", "deny"
            ("resourcecontrol", "deny"))
 
 
+@dataclass(frozen=True, slots=True)
+class Nvram:
+    """The machine's own UEFI variables: `prepare` copies the template when the file is
+    missing, and never touches an existing file (it holds the machine's boot entries and
+    keys)."""
+
+    path: str
+    template: str
+
+
 @dataclass
 class Plan:
     """Every QEMU option of one machine, by section (qemu.md §3–5)."""
@@ -127,12 +155,15 @@ class Plan:
     mdevs: list[tuple[str, str, str]] = field(default_factory=list)  # (class, name, uuid)
     files: list[FileUse] = field(default_factory=list)
     taps: list[Tap] = field(default_factory=list)
+    isa: list[Opt] = field(default_factory=list)  # devices outside PCIe (ours: COM1)
+    nvram: Nvram | None = None
+    firmware: Chosen | None = None
 
     def options(self) -> tuple[Opt, ...]:
         resources = [opt("object", "iothread", ("id", f"iothread.{i}"))
                      for i in range(self.iothreads)]
         return (*self.settings, *resources, *self.blockdevs, *self.chardevs, *self.netdevs,
-                *self.topology.opts())
+                *self.topology.opts(), *self.isa)
 
 
 def _nic(bus: str, *, mac: str, netdev: str) -> Opt:
@@ -155,6 +186,7 @@ class _Builder:
         self.globals: list[tuple[str, str, str]] = []
         self.mons: list[str] = []
         self.spice: Opt | None = None
+        self.smm = False
 
     # block nodes
     def _add_node(self, name: str, what: str, props: list[tuple[str, str | int | None]],
@@ -243,7 +275,30 @@ class _Builder:
                 raise AssertionError(pool.type)
 
     # steps
+    def firmware_profile(self, chosen: Chosen) -> None:
+        """A host firmware by profile (ours): code read-only, the machine's own NVRAM
+        (attrs.firmware.vars if given, else the default path) created from the template."""
+        fw = chosen.firmware
+        vars_volume = self.m.attrs.firmware_vars
+        nvram = nvram_path(self.m, self.host)
+        if vars_volume.is_empty:
+            vars_node = "firmware.vars"
+        else:
+            vars_node = self.firmware_node(vars_volume, self.pool(vars_volume)[1])
+        self.file_node("firmware.code", fw.code, True)
+        self.file_node(vars_node, nvram, False)
+        self.pflash = [node_name("firmware.code"), node_name(vars_node)]
+        self.plan.nvram = Nvram(nvram, fw.vars_template)
+        self.plan.firmware = chosen
+        if fw.smm:
+            self.smm = True
+            self.globals.append(("cfi.pflash01", "secure", "on"))
+
     def firmware(self) -> None:
+        chosen = find_firmware(self.m, self.host)
+        if chosen is not None:
+            self.firmware_profile(chosen)
+            return
         code = self.m.attrs.firmware_code
         if code.is_empty:
             return
@@ -318,6 +373,14 @@ class _Builder:
                                           ("debug", 0), ("name", "usbredir")))
             self.topo.add_usb("usb-redir", ("chardev", f"usbredir.{j}"))
 
+    def serial(self) -> None:
+        """COM1 on QEMU's standard output (ours): the journal under systemd."""
+        if not self.m.attrs.serial:
+            return
+        self.plan.chardevs.append(opt("chardev", "stdio", ("id", "console.0")))
+        self.plan.isa.append(opt("device", "isa-serial", ("id", "com1"),
+                                      ("chardev", "console.0")))
+
     def connections(self) -> None:
         for i, conn in enumerate(self.m.connections):
             network = self.host.network.get(conn.network)
@@ -368,6 +431,7 @@ class _Builder:
         pflash = dict(zip(("pflash0", "pflash1"), self.pflash, strict=False))
         out.append(opt("machine", None, ("type", "q35"),
                        ("vmport", "off" if self.spice else None),
+                       ("smm", "on" if self.smm else None),
                        ("pflash0", pflash.get("pflash0")), ("pflash1", pflash.get("pflash1"))))
         hv: list[tuple[str, str | int | None]] = []
         if a.enlightenments:
@@ -412,6 +476,7 @@ class _Builder:
         self.qmp()
         self.agent()
         self.spice_step()
+        self.serial()
         for volume in self.m.volumes:
             self.apply_volume(volume)
         self.connections()

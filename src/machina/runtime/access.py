@@ -129,8 +129,10 @@ def hand_over(machine: Machine, path: str) -> None:
 
 
 def check_plan(machine: Machine, plan: Plan) -> list[HostError]:
-    """Warnings for `generate`: files the group cannot use and prepare will not fix."""
-    return [v.problem for v in (judge(machine, use) for use in plan.files)
+    """Warnings for `generate`: files the group cannot use and prepare will not fix
+    (a missing NVRAM file is not one: prepare creates it from the template)."""
+    new = plan.nvram.path if plan.nvram and not os.path.lexists(plan.nvram.path) else None
+    return [v.problem for v in (judge(machine, use) for use in plan.files if use.path != new)
             if v.problem is not None]
 
 

@@ -12,7 +12,7 @@ from machina.config.schema import HostFile
 from machina.core import Built
 from machina.errors import HostError, MachinaError
 from machina.model import Machine
-from machina.runtime import mdev, net
+from machina.runtime import mdev, net, nvram
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +41,22 @@ def plan_prepare(host: HostFile, b: Built) -> list[HostAction]:
     without a bridge) raise here, before anything is changed."""
     m = b.machine
     actions: list[HostAction] = []
+    nv = b.plan.nvram
+    new_nvram = ""
+    if nv is not None and nvram.nvram_state(nv) == "missing":
+        nvram.check_template(nv)
+        actions.append(HostAction(f"create the NVRAM file {nv.path} from {nv.template} "
+                                  "(only while it is missing)", partial(nvram.create_nvram, nv)))
+        new_nvram = nv.path
     if m.least:
         from machina.runtime import access
 
         for use in b.plan.files:
+            if use.path == new_nvram:
+                actions.append(HostAction(
+                    f"give {use.path} to the group {m.group_name} ({m.group_id}): "
+                    "chgrp, g+rw", partial(access.hand_over, m, use.path)))
+                continue
             verdict = access.judge(m, use)
             if verdict.problem is not None:
                 raise verdict.problem

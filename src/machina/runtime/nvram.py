@@ -1,0 +1,99 @@
+"""A machine's own UEFI variables (NVRAM): created once from the firmware's template,
+never overwritten, never followed through a link.
+
+The file holds the machine's boot entries and Secure Boot keys (and, with BitLocker,
+what the TPM measures): `prepare` creates it when it is missing and leaves an existing
+file alone, whatever it holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+
+from machina.errors import HostError
+from machina.plan.devices import Nvram
+
+
+def _ensure_dirs(directory: str) -> None:
+    """Create the missing directories above the NVRAM file (0755, root's); refuse a
+    symbolic link on the way (machina never follows one it did not make)."""
+    missing: list[str] = []
+    d = directory
+    while True:
+        try:
+            st = os.lstat(d)
+        except FileNotFoundError:
+            missing.append(d)
+            d = os.path.dirname(d)
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            raise HostError(f"{d} is not a directory, so the NVRAM file cannot be created "
+                            "below it", ("machina does not follow symbolic links here",))
+        break
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(d, 0o755)
+        if not stat.S_ISDIR(os.lstat(d).st_mode):
+            raise HostError(f"{d} is not a directory")
+
+
+def nvram_state(nvram: Nvram) -> str:
+    """"present", "missing", or raises for something that is not a regular file."""
+    try:
+        st = os.lstat(nvram.path)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        raise HostError(f"cannot inspect {nvram.path}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+        raise HostError(f"the NVRAM file {nvram.path} is {kind}",
+                        ("machina never follows or replaces it: remove it to have prepare "
+                         "create the machine's variables from the template",))
+    return "present"
+
+
+def check_template(nvram: Nvram) -> None:
+    """The template must be readable before anything is changed."""
+    if not os.path.isfile(nvram.template) or not os.access(nvram.template, os.R_OK):
+        raise HostError(f"the firmware's NVRAM template {nvram.template} is missing or "
+                        "unreadable", ("run machina firmware detect to refresh the host's "
+                                       "firmware section",))
+
+
+def create_nvram(nvram: Nvram) -> bool:
+    """Copy the template to the machine's NVRAM file unless a file is there; True when
+    created. The copy is written to a temporary file and linked into place, so the NVRAM
+    file appears whole or not at all, and an existing one is never replaced."""
+    if nvram_state(nvram) == "present":
+        return False
+    check_template(nvram)
+    directory = os.path.dirname(nvram.path)
+    _ensure_dirs(directory)
+    tmp = os.path.join(directory, f".{os.path.basename(nvram.path)}.machina-new")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    try:
+        with open(nvram.template, "rb") as src:
+            data = src.read()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, nvram.path, follow_symlinks=False)
+        except FileExistsError:
+            return False  # someone else created it meanwhile: theirs stays
+    except OSError as exc:
+        raise HostError(f"cannot create the NVRAM file {nvram.path} from {nvram.template}: "
+                        f"{exc.strerror or exc}") from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return True

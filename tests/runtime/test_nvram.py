@@ -1,0 +1,63 @@
+"""The machine's NVRAM file (ours): prepare creates it from the firmware's template when
+missing, never rewrites an existing one, and never follows a link."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from machina.errors import HostError
+from machina.plan.devices import Nvram
+from machina.runtime.nvram import create_nvram
+
+
+def test_created_once_then_left_alone(tmp_path: Path) -> None:
+    template = tmp_path / "template.fd"
+    template.write_bytes(b"T" * 4096)
+    nv = Nvram(str(tmp_path / "a" / "b" / "nvram.fd"), str(template))
+    assert create_nvram(nv) is True
+    path = Path(nv.path)
+    assert path.read_bytes() == template.read_bytes()
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.write_bytes(b"guest wrote this")
+    inode = path.stat().st_ino
+    template.write_bytes(b"new template")
+    assert create_nvram(nv) is False
+    assert path.read_bytes() == b"guest wrote this" and path.stat().st_ino == inode
+    assert [p.name for p in path.parent.iterdir()] == ["nvram.fd"]  # no temporary left
+
+
+def test_a_link_is_refused_not_followed(tmp_path: Path) -> None:
+    template = tmp_path / "template.fd"
+    template.write_bytes(b"T")
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    (tmp_path / "nvram.fd").symlink_to(victim)
+    with pytest.raises(HostError, match="symbolic link"):
+        create_nvram(Nvram(str(tmp_path / "nvram.fd"), str(template)))
+    assert victim.read_bytes() == b"keep"
+    dangling = tmp_path / "d" / "nvram.fd"
+    dangling.parent.mkdir()
+    dangling.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(HostError, match="symbolic link"):
+        create_nvram(Nvram(str(dangling), str(template)))
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_linked_directory_is_refused(tmp_path: Path) -> None:
+    template = tmp_path / "template.fd"
+    template.write_bytes(b"T")
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    with pytest.raises(HostError, match="not a directory"):
+        create_nvram(Nvram(str(tmp_path / "link" / "x" / "nvram.fd"), str(template)))
+    assert list((tmp_path / "real").iterdir()) == []
+
+
+def test_missing_template_changes_nothing(tmp_path: Path) -> None:
+    nv = Nvram(str(tmp_path / "vm" / "nvram.fd"), str(tmp_path / "none.fd"))
+    with pytest.raises(HostError, match="template"):
+        create_nvram(nv)
+    assert not (tmp_path / "vm").exists()
