@@ -40,9 +40,52 @@ def cmd_args(cfg: Configs, ns: argparse.Namespace) -> int:
     return 0
 
 
+def _print_document(errors: list[dict[str, object]], **fields: object) -> int:
+    """Print a --json document (docs/json.md); with errors it says ok: false, the first
+    error goes to stderr too, and the exit status is 1."""
+    from machina.report import document
+
+    sys.stdout.write(document(not errors, errors=errors, **fields))
+    if not errors:
+        return 0
+    sys.stderr.write(f"{prog_name()}: error: {errors[0]['message']}\n")
+    return 1
+
+
+def _cat_json(cfg: Configs, ns: argparse.Namespace) -> int:
+    from machina.config.load import read_json
+    from machina.documents import machine_document, system_document
+    from machina.report import error_entries
+    from machina.systemd.render import machine_units
+
+    doc: dict[str, object] = {}
+    try:
+        host = cfg.host()
+    except MachinaError as exc:
+        return _print_document(error_entries(exc, cfg.where.host_path()))
+    errors: list[dict[str, object]] = []
+    machines: list[dict[str, object]] = []
+    for arg in ns.machines:
+        if arg == "system":
+            raw = read_json(host.path)
+            doc["system"] = system_document(host, raw.get("tag") or {})
+            continue
+        try:
+            m = cfg.machine(arg)
+            machines.append(machine_document(m, host, cfg.where.machine_path(m.file_name),
+                                             machine_units(m)))
+        except MachinaError as exc:
+            errors.extend(error_entries(exc, cfg.where.machine_path(arg)))
+    if any(a != "system" for a in ns.machines):
+        doc["machines"] = machines
+    return _print_document(errors, **doc)
+
+
 def cmd_cat(cfg: Configs, ns: argparse.Namespace) -> int:
     from machina.summary import machine_summary, system_summary
 
+    if ns.json:
+        return _cat_json(cfg, ns)
     results: list[tuple[str, str]] = []
     for arg in ns.machines:
         if arg == "system":
@@ -86,8 +129,10 @@ def cmd_generate(cfg: Configs, ns: argparse.Namespace) -> int:
 
 
 def cmd_list(cfg: Configs, ns: argparse.Namespace) -> int:
-    from machina.runtime.listing import list_machines
+    from machina.runtime.listing import list_document, list_machines
 
+    if ns.json:
+        return _print_document(**list_document(cfg, live=not ns.offline))
     sys.stdout.write(list_machines(cfg, live=not ns.offline))
     return 0
 
@@ -121,6 +166,17 @@ def cmd_preview(cfg: Configs, ns: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_status(cfg: Configs, ns: argparse.Namespace) -> int:
+    if ns.json:
+        from machina.runtime.listing import list_document
+
+        return _print_document(**list_document(cfg, ns.machines, live=not ns.offline,
+                                               status=True))
+    from machina.runtime import commands
+
+    return commands.status(cfg, ns)
+
+
 def cmd_gen_id(cfg: Configs, ns: argparse.Namespace) -> int:
     from machina.identity import random_machine_id
 
@@ -146,16 +202,20 @@ def _runtime(name: str) -> Callable[[Configs, argparse.Namespace], int]:
 
 # --- the parser --------------------------------------------------------------------------
 
+#: The commands that print a JSON document with --json (docs/json.md).
+JSON_COMMANDS = ("list", "status", "cat")
+
 HANDLERS: dict[str, Callable[[Configs, argparse.Namespace], int]] = {
     "args": cmd_args,
     "cat": cmd_cat,
     "generate": cmd_generate,
     "list": cmd_list,
+    "status": cmd_status,
     "gen-id": cmd_gen_id,
     "gen-mac": cmd_gen_mac,
     "preview": cmd_preview,
 }
-for _name in ("install", "init", "status", "observe", "enable", "disable", "start", "stop",
+for _name in ("install", "init", "observe", "enable", "disable", "start", "stop",
               "shutdown", "prepare", "teardown", "connect", "disconnect", "run", "query"):
     HANDLERS[_name] = _runtime(_name.replace("-", "_"))
 
@@ -239,9 +299,12 @@ def build_parser(prog: str) -> Parser:
         if name == "preview":
             p.add_argument("--json", action="store_true",
                            help="Answer with a JSON document (docs/json.md).")
-        if name == "list":
+        if name in ("list", "status"):
             p.add_argument("--offline", action="store_true",
                            help="Do not ask systemd for the units' states.")
+        if name in JSON_COMMANDS:
+            p.add_argument("--json", action="store_true",
+                           help="Print one JSON document (docs/json.md) instead of text.")
     return top
 
 
@@ -303,6 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv if argv is None else argv)
     prog = prog_name(args[0] if args else "")
     debug = "--debug" in args[1:2] or os.environ.get("MACHINA_DEBUG") == "1"
+    as_json = False
     try:
         if prog.endswith("-ifup") or prog.endswith("-ifdown"):
             from machina.runtime import commands
@@ -336,12 +400,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_error(prog, Failure("expected a command"), ())
             return 1
         cfg = Configs(ConfigDir(ns.config_dir))
+        as_json = getattr(ns, "json", False)
         return HANDLERS[ns.command](cfg, ns)
     except MachinaError as exc:
         if debug:
             import traceback
 
             traceback.print_exc()
+        if as_json:  # a failed --json command still prints a document (docs/json.md)
+            from machina.report import document, error_entries
+
+            sys.stdout.write(document(False, errors=error_entries(exc)))
         _print_error(prog, exc, exc.hints)
         return 1
     except KeyboardInterrupt:

@@ -52,9 +52,10 @@ def error_entry(file: str | None, path: str | None, message: str,
     return {"file": file, "path": path, "message": message, "hints": list(hints)}
 
 
-def error_entries(exc: MachinaError) -> list[dict[str, object]]:
+def error_entries(exc: MachinaError, file: str | None = None) -> list[dict[str, object]]:
     """One entry per problem: a ConfigError at its file and place (its own message), any
-    other error whole (its text, with the context wrapped around it)."""
+    other error whole (its text, with the context wrapped around it) at `file`, the file
+    the caller knows it is about (else null)."""
     leaf: MachinaError = exc
     while isinstance(leaf, WrappedError):
         leaf = leaf.cause
@@ -62,7 +63,7 @@ def error_entries(exc: MachinaError) -> list[dict[str, object]]:
         return [_config_entry(e) for e in leaf.errors]
     if isinstance(leaf, ConfigError):
         return [_config_entry(leaf)]
-    return [error_entry(None, None, str(exc), exc.hints)]
+    return [error_entry(file, None, str(exc), exc.hints)]
 
 
 def subject_of(exc: MachinaError) -> tuple[str, ...]:

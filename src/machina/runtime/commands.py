@@ -8,7 +8,7 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -30,7 +30,7 @@ def _units(cfg: Configs, machines: Sequence[str]) -> list[str]:
     return [f"machina-{cfg.machine_file(m).name}" for m in machines]
 
 
-def _systemctl(verb: str) -> object:
+def _systemctl(verb: str) -> Callable[[Configs, argparse.Namespace], int]:
     def command(cfg: Configs, ns: argparse.Namespace) -> int:
         systemctl.systemctl(verb, _units(cfg, ns.machines))
         return 0

@@ -12,7 +12,9 @@ MACHINE_COMMANDS = {"cat", "status", "observe", "generate", "enable", "disable",
 FLAGS = {
     "generate": ["--preview", "--unit-dir", "--no-reload", "--help"],
     "shutdown": ["--system", "--wait", "--timeout", "--help"],
-    "list": ["--offline", "--help"],
+    "list": ["--offline", "--json", "--help"],
+    "status": ["--offline", "--json", "--help"],
+    "cat": ["--json", "--help"],
 }
 
 

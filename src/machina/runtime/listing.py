@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from machina.config.load import load_machine
+from machina.config.resolve import resolve_machine
+from machina.config.schema import HostFile
 from machina.core import Configs
 from machina.errors import MachinaError
+from machina.report import error_entries
 from machina.runtime.systemctl import UnitState, unit_states
-from machina.systemd.render import unit_name
+from machina.systemd.render import machine_units, unit_name
 from machina.systemd.unit import durations
 
 RED, GREEN, RESET = "\033[31m", "\033[32m", "\033[0m"
@@ -74,3 +79,65 @@ def list_machines(cfg: Configs, *, live: bool = True) -> str:
             cols.append(duration.rjust(widths[3]))
         out.append("  ".join(cols) + end + "\n")
     return "".join(out)
+
+
+def iso_time(stamp: float) -> str | None:
+    """A Unix time as ISO 8601 in UTC (docs/json.md), None when unset."""
+    if stamp <= 0:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+
+
+def _state(st: UnitState | None, live: bool) -> dict[str, Any]:
+    def word(text: str) -> str | None:
+        return text or None if live and st is not None else None
+    return {"load": word(st.load if st else ""), "active": word(st.active if st else ""),
+            "sub": word(st.sub if st else "")}
+
+
+def list_document(cfg: Configs, names: Sequence[str] | None = None, *, live: bool = True,
+                  status: bool = False) -> dict[str, Any]:
+    """The fields of `list --json` (every machine) or `status --json NAME…`
+    (docs/json.md): `errors` and `machines`."""
+    errors: list[dict[str, object]] = []
+    try:
+        host: HostFile | None = cfg.host()
+    except MachinaError as exc:  # list still lists (without companions); status fails
+        host = None
+        if names is not None:
+            errors.extend(error_entries(exc))
+    entries: list[tuple[str, str, str | None, tuple[str, ...], list[dict[str, object]]]] = []
+    for name in cfg.where.machine_names() if names is None else names:
+        path = cfg.where.machine_path(name)
+        description: str | None = None
+        units: tuple[str, ...] = (unit_name(name),)
+        problems: list[dict[str, object]] = []
+        try:
+            mf = (load_machine(path) if names is None else cfg.machine_file(name))
+            description = mf.description
+            units = (unit_name(mf.name),)
+            if host is not None:
+                units = machine_units(resolve_machine(mf, host))
+        except MachinaError as exc:
+            problems = error_entries(exc, path)
+        entries.append((name, path, description, units, problems))
+    states = unit_states([u for e in entries for u in e[3]]) if live else {}
+    machines = []
+    for name, path, description, units, problems in entries:
+        st = states.get(units[0])
+        since = _since(st) if st is not None else 0.0
+        entry: dict[str, Any] = {
+            "name": name, "description": description, "config": path, "unit": units[0],
+            **_state(st, live), "since": iso_time(since),
+            "enabled": (st.enabled or None) if st is not None else None,
+            "companions": [{"unit": u, **{k: v for k, v in _state(states.get(u), live).items()
+                                          if k != "load"}} for u in units[1:]],
+            "error": problems[0] if problems else None,
+        }
+        if status:
+            entry["main_pid"] = (st.main_pid or None) if st is not None else None
+            entry["result"] = (st.result or None) if st is not None else None
+        machines.append(entry)
+        if names is not None:
+            errors.extend(problems)
+    return {"errors": errors, "machines": machines}

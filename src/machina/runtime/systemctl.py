@@ -23,10 +23,14 @@ class UnitState:
     active_exit: float = 0.0
     inactive_enter: float = 0.0
     inactive_exit: float = 0.0
+    enabled: str = ""        # UnitFileState
+    main_pid: int = 0
+    result: str = ""
 
 
 _PROPS = ("Id", "LoadState", "ActiveState", "SubState", "ActiveEnterTimestamp",
-          "ActiveExitTimestamp", "InactiveEnterTimestamp", "InactiveExitTimestamp")
+          "ActiveExitTimestamp", "InactiveEnterTimestamp", "InactiveExitTimestamp",
+          "UnitFileState", "MainPID", "Result")
 
 
 def _stamp(text: str) -> float:
@@ -37,6 +41,10 @@ def _stamp(text: str) -> float:
         except ValueError:
             return 0.0
     return 0.0
+
+
+def _int(text: str) -> int:
+    return int(text) if text.isdigit() else 0
 
 
 def unit_states(units: Sequence[str]) -> dict[str, UnitState]:
@@ -62,5 +70,8 @@ def unit_states(units: Sequence[str]) -> dict[str, UnitState]:
             active_exit=_stamp(props.get("ActiveExitTimestamp", "")),
             inactive_enter=_stamp(props.get("InactiveEnterTimestamp", "")),
             inactive_exit=_stamp(props.get("InactiveExitTimestamp", "")),
+            enabled=props.get("UnitFileState", ""),
+            main_pid=_int(props.get("MainPID", "")),
+            result=props.get("Result", ""),
         )
     return states

@@ -70,6 +70,14 @@ def unit_name(machine_name: str) -> str:
     return f"machina-{machine_name}.service"
 
 
+def machine_units(machine: Machine) -> tuple[str, ...]:
+    """Every unit machina writes for the machine, its own first, then its companions.
+
+    The one list `list`, `remove` and `check` take a machine's units from: a feature
+    that adds a companion unit (a software TPM) adds it here."""
+    return (unit_name(machine.name),)
+
+
 def _hardening(least: LeastPrivilege) -> list[tuple[str, Value]]:
     out: list[tuple[str, Value]] = [
         ("DynamicUser", Raw("yes")),
