@@ -44,7 +44,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-DEFAULT_MASK = ("systemd-firstboot.service",)
+# The container boots the host's /usr, so it inherits every installed package's units:
+# with Cockpit installed, cockpit-motd pulls in network-online.target and the boot waits
+# 60 s+ for systemd-networkd-wait-online (measured). Neither is wanted in a test container.
+DEFAULT_MASK = ("systemd-firstboot.service", "cockpit-motd.service",
+                "systemd-networkd-wait-online.service")
 # With the host's network namespace, networkd/resolved inside would manage host links.
 HOST_NETWORK_MASK = ("systemd-networkd.service", "systemd-networkd.socket",
                      "systemd-networkd-wait-online.service", "systemd-resolved.service")

@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.nspawn, pytest.mark.qemu, pytest.mark.kvm]
 E2E = Path(__file__).resolve().parent
 VM_ID = "5f0c4d9e-8a3b-4c1e-9d2f-7b6a5c4d3e21"
 UNIT = "machina-vm.service"
-MASK = (*DEFAULT_MASK, "systemd-networkd-wait-online.service")
+MASK = DEFAULT_MASK
 GUEST = "/usr/local/lib/machina/guest.elf"
 HOST_CONFIG = {
     "qemu": {"cpu": "qemu64"},

@@ -27,7 +27,7 @@ VM_ID = "5f0c4d9e-8a3b-4c1e-9d2f-7b6a5c4d3e21"
 UNIT = "machina-vm.service"
 # machina's units want network-online.target; the container's network is private and
 # never "online", so its waiting service is masked (a real host has a network)
-MASK = (*DEFAULT_MASK, "systemd-networkd-wait-online.service")
+MASK = DEFAULT_MASK
 QBOOT = "/usr/share/qemu/qboot.rom"
 
 
