@@ -216,7 +216,8 @@ HANDLERS: dict[str, Callable[[Configs, argparse.Namespace], int]] = {
     "preview": cmd_preview,
 }
 for _name in ("install", "init", "observe", "enable", "disable", "start", "stop",
-              "shutdown", "prepare", "teardown", "connect", "disconnect", "run", "query"):
+              "shutdown", "prepare", "teardown", "connect", "disconnect", "run", "query",
+              "firmware"):
     HANDLERS[_name] = _runtime(_name.replace("-", "_"))
 
 
@@ -235,6 +236,11 @@ def _top_help(prog: str) -> str:
             lines.append("")
             lines.append("  query cpu <machines> ...")
             lines.append("    Describes the virtual CPUs present in running virtual machines.")
+            lines.append("")
+            continue
+        if name == "firmware":
+            lines.append("  firmware detect")
+            lines.append(f"    {desc}")
             lines.append("")
             continue
         lines.append(f"  {name} {form}".rstrip())
@@ -267,6 +273,9 @@ def build_parser(prog: str) -> Parser:
                                     parents=[common])
                 q.add_argument("machines", nargs="+", metavar="<machines>",
                                help="Virtual machines to query.")
+            continue
+        if name == "firmware":
+            _firmware_parser(p, prog, desc, common)
             continue
         if form.startswith("<"):
             p.add_argument("machines", nargs="+", metavar=form.split(" ")[0], help=arg_help)
@@ -306,6 +315,25 @@ def build_parser(prog: str) -> Parser:
             p.add_argument("--json", action="store_true",
                            help="Print one JSON document (docs/json.md) instead of text.")
     return top
+
+
+def _firmware_parser(p: Parser, prog: str, desc: str, common: Parser) -> None:
+    fsub = p.add_subparsers(dest="what", parser_class=Parser, required=True)
+    d = fsub.add_parser("detect", prog=f"{prog} firmware detect", description=desc, help=desc,
+                        parents=[common])
+    d.add_argument("--dry-run", action="store_true",
+                   help="Print the host config that would be written; change nothing.")
+    d.add_argument("--descriptors", metavar="DIR", action="append",
+                   help="Read descriptors from DIR (repeatable; later directories override "
+                        "earlier ones by file name; default: /usr/share/qemu/firmware, "
+                        "then /etc/qemu/firmware).")
+    d.add_argument("--microsoft-2023", action="store_true",
+                   help="Build an NVRAM template with Microsoft's 2011 and 2023 KEK/db "
+                        "certificates (needs virt-fw-vars) for uefi-secure-boot-ms.")
+    d.add_argument("--virt-fw-vars", metavar="PATH",
+                   help="The virt-fw-vars program (default: found in $PATH).")
+    d.add_argument("--template-dir", metavar="DIR", default="/var/lib/machina/firmware",
+                   help="Where the built NVRAM template goes (default: %(default)s).")
 
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,

@@ -58,6 +58,8 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     ("query", "", "Queries virtual machines via the QMP protocol.", ""),
     ("preview", "", "Checks candidate config files read from standard input and shows what "
      "they would become, writing nothing (for the web console).", ""),
+    ("firmware", "", "Fills the host config's firmware section from QEMU's firmware "
+     "descriptors.", ""),
     ("gen-id", "", "Generate a random machine identifier.", ""),
     ("gen-mac", "", "Generate a random MAC hardware address.", ""),
     ("args", "<machines> ...", "Displays the QEMU arguments for virtual machines.",

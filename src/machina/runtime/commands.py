@@ -355,6 +355,30 @@ def run(cfg: Configs, ns: argparse.Namespace) -> int:
     return 0
 
 
+# --- firmware -----------------------------------------------------------------------------
+
+def firmware(cfg: Configs, ns: argparse.Namespace) -> int:
+    """`firmware detect`: the host config's firmware section from QEMU's descriptors."""
+    from machina.runtime import firmware as fw
+
+    dirs = ns.descriptors or list(fw.DESCRIPTOR_DIRS)
+    found = fw.detect(dirs, microsoft_2023=ns.microsoft_2023, tool=ns.virt_fw_vars,
+                      template_dir=ns.template_dir, dry_run=ns.dry_run)
+    for note in found.notes:
+        _warn("machina", Failure(note))
+    path = cfg.where.host_path()
+    text = fw.update_host_config(path, found.entries)
+    for name, entry in found.entries.items():
+        _say(f"{name}: {entry.code} with {entry.vars_template} ({entry.description})")
+    if ns.dry_run:
+        _say(f"would write {path}:")
+        sys.stdout.write(text)
+        return 0
+    fw.write_host_config(path, text)
+    _say(f"wrote $.firmware of {path}")
+    return 0
+
+
 # --- installation ---------------------------------------------------------------------
 
 def install(cfg: Configs, ns: argparse.Namespace) -> int:

@@ -53,6 +53,8 @@ def complete(line: str, point: str | None) -> str:
         candidates = [c[0] for c in COMMANDS] + ["--help", "--config-dir"]
     elif before[0] == "query" and len(before) == 1:
         candidates = ["pci", "cpu"]
+    elif before[0] == "firmware" and len(before) == 1:
+        candidates = ["detect"]
     elif current.startswith("-"):
         candidates = FLAGS.get(before[0], ["--help"])
     elif before[0] in MACHINE_COMMANDS or (before[0] == "query" and before[1] in ("pci",
