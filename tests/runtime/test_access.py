@@ -138,8 +138,7 @@ def test_prepare_gives_the_vfio_group_node_to_the_machine(tmp_path: Path,
     (device / "iommu_group").symlink_to("../../../../kernel/iommu_groups/7")
     (dev / "vfio").mkdir(parents=True)
     node = dev / "vfio" / "7"
-    node.write_bytes(b"")
-    node.chmod(0o600)
+    os.mknod(node, stat.S_IFCHR | 0o600, os.makedev(1, 3))  # a character device, as VFIO's
     env = dict(machina_env, MACHINA_SYSFS_ROOT=str(sysfs), MACHINA_DEV_ROOT=str(dev),
                MACHINA_MDEV_LOCK=str(tmp_path / "lock"))
     res = _run(machina_cmd, env, config, "prepare", "vm")
@@ -168,7 +167,7 @@ def test_prepare_dry_run_shows_the_root_actions_and_changes_nothing(
     res = _run(machina_cmd, machina_env, config, "prepare", "--dry-run", "vm")
     assert res.returncode == 0, res.stderr
     assert res.stdout == (f"vm: would give {disk} to the group machina-vm ({gid}): "
-                          "chgrp, g+rw\n")
+                          "chgrp, g+rw, o-rwx\n")
     assert (disk.stat().st_gid, stat.S_IMODE(disk.stat().st_mode)) == (0, 0o600)
     res = _run(machina_cmd, machina_env, config, "teardown", "--dry-run", "vm")
     assert (res.returncode, res.stdout) == (0, "vm: nothing to do\n")

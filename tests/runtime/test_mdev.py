@@ -79,7 +79,7 @@ class Host:
         self.config = make_config(tmp / "etc", HOST, {
             name: machine(i, devs) for i, (name, devs) in enumerate(layout.items())})
         self.sys = tmp / "sys"
-        self.lock = tmp / "run" / "lock" / "machina-mdev.lock"
+        self.lock = tmp / "lock" / "machina-mdev.lock"
         self.kernel = FakeKernel(self.sys, PARENTS)
         # a plain file among the type directories must be ignored
         (self.sys / "bus/pci/devices" / C1 / "mdev_supported_types" / "aaa-file").write_text(

@@ -355,7 +355,37 @@ def _sub(known: dict[str, Parse[Any]], what: str) -> Parse[dict[str, Any]]:
     return parse
 
 
-_QMP_SOCKETS = _sub({"names": _list(_string), "paths": _list(_string)}, "qmp.sockets")
+SOCKET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+SOCKET_ROOT = "/run/"
+
+
+def _socket_name(ctx: _Ctx, ptr: str, value: Any) -> str:
+    """A QMP socket name: a plain file name in /run/machina/NAME (issue 7, item 6)."""
+    name = _string(ctx, ptr, value)
+    if name and not SOCKET_NAME.fullmatch(name):
+        ctx.error(ptr, f"invalid QMP socket name {json.dumps(name, ensure_ascii=False)}",
+                  "a socket name is a plain file name in /run/machina/MACHINE: it starts "
+                  "with a letter or digit and has at most 64 of A-Z a-z 0-9 _ . -")
+        return ""
+    return name
+
+
+def _socket_path(ctx: _Ctx, ptr: str, value: Any) -> str:
+    """A QMP socket path: absolute, normalized, in a directory below /run (not a user's
+    /run/user/UID), so a QEMU running as root replaces no file elsewhere."""
+    path = _string(ctx, ptr, value)
+    if path and not (path.startswith(SOCKET_ROOT) and os.path.normpath(path) == path
+                     and path.count("/") >= 3 and not path.startswith("/run/user/")):
+        ctx.error(ptr, f"QMP socket path {json.dumps(path, ensure_ascii=False)} is not "
+                  "allowed", "a socket path is absolute and normalized, in a directory "
+                  "below /run/ (such as /run/qmp/NAME.sock), not in /run/user/; or use "
+                  "\"names\" for sockets in /run/machina/MACHINE")
+        return ""
+    return path
+
+
+_QMP_SOCKETS = _sub({"names": _list(_socket_name), "paths": _list(_socket_path)},
+                    "qmp.sockets")
 _AGENT_QEMU = _sub({"enabled": _bool, "port": _int, "port-pattern": _string}, "agent.qemu")
 
 

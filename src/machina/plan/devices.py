@@ -13,10 +13,11 @@ from functools import partial
 
 from machina import identity
 from machina.config.firmware import Chosen, default_nvram, find_firmware
-from machina.config.patterns import expand, join_path, mapping_lookup, parse_port
+from machina.config.load import _key_ptr
+from machina.config.patterns import clean_path, expand, join_path, mapping_lookup, parse_port
 from machina.config.resolve import union
 from machina.config.schema import HostFile, Storage, Volume
-from machina.errors import Failure, PlanError, wrap
+from machina.errors import ConfigError, Failure, PlanError, wrap
 from machina.model import Machine
 from machina.plan.pcie import Topology
 from machina.qemu.opts import Opt, clean, opt, plain
@@ -25,6 +26,7 @@ RUN_DIR = "/run/machina"
 DEFAULT_UP = "/usr/bin/machina-ifup"
 DEFAULT_DOWN = "/usr/bin/machina-ifdown"
 QXL_MEMORY = 67108864
+SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with the final NUL
 _QEMU_ID = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
 
 
@@ -65,6 +67,15 @@ def volume_path(machine: Machine, volume: Volume, pool_name: str, pool: Storage)
     else:
         p = volume.name + ".raw"
     return join_path(pool.path, p)
+
+
+def inside_pool(path: str, pool: Storage) -> bool:
+    """Whether a volume's path stays below its pool's path (a `..` from a variable or the
+    description must not lead it elsewhere)."""
+    if pool.path == "":
+        return not (path.startswith("/") or path == ".." or path.startswith("../"))
+    root = clean_path(pool.path)
+    return path != root and path.startswith(root if root == "/" else root + "/")
 
 
 def qmp_socket_paths(machine_name: str, names: tuple[str, ...],
@@ -237,6 +248,13 @@ class _Builder:
     def apply_volume(self, volume: Volume) -> None:
         pool_name, pool = self.pool(volume)
         path = volume_path(self.m, volume, pool_name, pool)
+        if not inside_pool(path, pool):
+            raise ConfigError(
+                self.host.path, _key_ptr(_key_ptr("$.storage", pool_name), "pattern"),
+                f'volume "{volume.name}" of machine "{self.m.name}" would be {path}, '
+                f'outside the pool\'s path "{pool.path}"',
+                ("a storage pattern, and the variables and description it uses, must not "
+                 "lead out of the pool (no \"..\")",))
         m, v = self.m.name, volume.name
         readonly = pool.readonly or volume.readonly
         match pool.type:
@@ -324,9 +342,18 @@ class _Builder:
         paths = qmp_socket_paths(self.m.name, a.qmp_names, a.qmp_paths)
         if not paths:
             raise PlanError("no socket paths were provided for QMP")
+        own = join_path(RUN_DIR, self.m.name) + "/"
         for i, path in enumerate(paths):
             if path == "":
                 raise PlanError("the unix socket has an empty socket path")
+            if len(path.encode()) > SOCKET_PATH_MAX:
+                raise PlanError(f"the QMP socket path {path} is longer than the "
+                                f"{SOCKET_PATH_MAX} bytes a unix socket path may have")
+            if self.m.least and not path.startswith(own):
+                raise PlanError(
+                    f"the QMP socket path {path} (attrs.qmp.sockets.paths) is outside "
+                    f"{own}, where QEMU, unprivileged, cannot create it",
+                    ('in least-privilege mode give such sockets by "names"',))
             self.plan.chardevs.append(opt("chardev", "socket", ("id", f"qmp.{i}"),
                                           ("server", "on"), ("wait", "off"), ("path", path)))
             self.mons.append(f"qmp.{i}")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from machina.errors import HostError
 from machina.model import Machine
 from machina.plan.devices import FileUse, Plan
+from machina.runtime import safepath
 
 _ACL_XATTR = "system.posix_acl_access"
 _ACL_GROUP, _ACL_MASK = 0x08, 0x10
@@ -86,46 +87,118 @@ class Verdict:
 
 def judge(machine: Machine, use: FileUse) -> Verdict:
     """Whether the machine's group can use the file (reads only, changes nothing)."""
-    gid = machine.group_id
-    need = 0o6 if use.writable else 0o4
+    if use.writable:
+        try:
+            with safepath.open_nofollow(use.path) as leaf:
+                return _judge_writable(machine, leaf)
+        except HostError as exc:
+            return Verdict(problem=exc)
+        except FileNotFoundError:
+            return Verdict(problem=_missing(use.path))
     try:
         _check_dirs(machine, use.path)
         st = os.stat(use.path)
     except HostError as exc:
         return Verdict(problem=exc)
     except FileNotFoundError:
-        return Verdict(problem=HostError(
-            f"{use.path} does not exist",
-            ("create the volume's file (machina never creates or deletes disk images)",)))
+        return Verdict(problem=_missing(use.path))
     except OSError as exc:
         return Verdict(problem=HostError(f"cannot inspect {use.path}: {exc.strerror or exc}"))
-    if _allows(st, use.path, gid, need):
+    if _allows(st, use.path, machine.group_id, 0o4):
         return Verdict()
-    if use.writable and _own_file(st):
-        return Verdict(fixable=True)
-    what, perm = ("read and write", "rw") if use.writable else ("read", "r")
-    alternative = (f"or, if only this machine uses it: chgrp {gid} {use.path} && "
-                   f"chmod g+rw {use.path}" if use.writable else
-                   f"or, if everyone may read it: chmod o+r {use.path}")
+    real = os.path.realpath(use.path)
+    if real != use.path:  # never suggest a command on a link: name what it points to
+        return Verdict(problem=HostError(
+            f"{use.path} (a link to {real}) cannot be read by the group "
+            f"{_describe(machine)}",
+            (f"if {real} is meant for this machine: setfacl -m g:{machine.group_id}:r "
+             f"{real}",)))
     return Verdict(problem=HostError(
-        f"{use.path} cannot be {'written' if use.writable else 'read'} by the group "
-        f"{_describe(machine)}",
-        (f"let the machine's group {what} it: setfacl -m g:{gid}:{perm} {use.path}",
-         alternative)))
+        f"{use.path} cannot be read by the group {_describe(machine)}",
+        (f"let the machine's group read it: setfacl -m g:{machine.group_id}:r {use.path}",
+         f"or, if everyone may read it: chmod o+r {use.path}")))
 
 
-def _own_file(st: os.stat_result) -> bool:
-    """A writable file machina may hand to the group: a regular file or block device
-    whose group is root or has no permissions (so no other group loses access)."""
-    kind_ok = stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)
-    return kind_ok and (st.st_gid == 0 or (st.st_mode >> 3) & 0o7 == 0)
+def _missing(path: str) -> HostError:
+    return HostError(f"{path} does not exist",
+                     ("create the volume's file (machina never creates or deletes disk "
+                      "images)",))
+
+
+def _machina_group(gid: int) -> str | None:
+    """The name of a machine's group (`machina-NAME`) with this GID, if it is one."""
+    import grp
+
+    try:
+        name = grp.getgrgid(gid).gr_name
+    except KeyError:
+        return None
+    return name if name.startswith("machina-") else None
+
+
+def _judge_writable(machine: Machine, leaf: safepath.Leaf) -> Verdict:
+    """A writable file, opened without following links: usable, to hand over, or not.
+
+    The group must reach it through the group bits or an ACL; world bits do not count: a
+    writable volume keeps no world access once machina hands it over."""
+    st, path, gid = leaf.st, leaf.path, machine.group_id
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        return Verdict(problem=HostError(
+            f"{path} is not a regular file or a block device",
+            ("a writable volume is a disk image or a block device",)))
+    if stat.S_ISREG(st.st_mode) and st.st_nlink != 1:
+        return Verdict(problem=HostError(
+            f"{path} has {st.st_nlink} names (hard links): machina gives a writable file "
+            "to a machine's group only when it has one name",
+            ("copy the file instead of linking it",)))
+    try:
+        _check_dirs(machine, path)
+    except HostError as exc:
+        return Verdict(problem=exc)
+    mode = stat.S_IMODE(st.st_mode)
+    other = _machina_group(st.st_gid) if st.st_gid != gid else None
+    if other is not None and (mode >> 3) & 0o6:
+        return Verdict(problem=HostError(
+            f"{path} already belongs to the group {other} (GID {st.st_gid}), another "
+            "machine's: two machines must not share a writable file",
+            ("give each machine its own copy (a firmware variables template, for one, is "
+             "copied per machine)",)))
+    acl = _acl_group_perm(f"/proc/self/fd/{leaf.fd}", gid)
+    if (st.st_gid == gid and (mode >> 3) & 0o6 == 0o6) or (acl is not None and acl & 6 == 6):
+        if mode & 0o7 and st.st_uid == 0 and st.st_gid == gid:
+            return Verdict(fixable=True)  # the machine's, but open to everyone: close it
+        if mode & 0o2:
+            return Verdict(problem=HostError(f"{path} can be written by every user",
+                                             (f"chmod o-rwx {path}",)))
+        return Verdict()
+    if st.st_uid == 0 and (st.st_gid in (0, gid) or (mode >> 3) & 0o7 == 0):
+        return Verdict(fixable=True)
+    if st.st_uid != 0:
+        return Verdict(problem=HostError(
+            f"{path} belongs to the user with uid {st.st_uid}, not to root: machina gives "
+            "only root's files to a machine's group",
+            (f"if the file is meant for this machine: chown root {path}",)))
+    return Verdict(problem=HostError(
+        f"{path} cannot be written by the group {_describe(machine)}: its group (GID "
+        f"{st.st_gid}) keeps it, machina does not take it away",
+        (f"let the machine's group read and write it: setfacl -m g:{gid}:rw {path}",
+         f"or, if only this machine uses it: chgrp {gid} {path} && chmod g+rw,o-rwx "
+         f"{path}")))
 
 
 def hand_over(machine: Machine, path: str) -> None:
-    """Give a file `judge` found fixable to the machine's group: chgrp, g+rw."""
-    st = os.stat(path)
-    os.chown(path, -1, machine.group_id)
-    os.chmod(path, stat.S_IMODE(st.st_mode) | stat.S_IRGRP | stat.S_IWGRP)
+    """Give a file `judge` found fixable to the machine's group: chgrp, g+rw, o-rwx.
+
+    The file is opened again without following links and judged again on that
+    descriptor, and the change is made on it: a file swapped since `judge` is refused."""
+    with safepath.open_nofollow(path) as leaf:
+        verdict = _judge_writable(machine, leaf)
+        if verdict.problem is not None:
+            raise verdict.problem
+        if verdict.fixable:
+            leaf.chown_group(machine.group_id)
+            leaf.chmod((stat.S_IMODE(leaf.st.st_mode) | stat.S_IRGRP | stat.S_IWGRP)
+                       & ~0o007)
 
 
 def check_plan(machine: Machine, plan: Plan) -> list[HostError]:
@@ -169,12 +242,16 @@ def ensure_group(machine: Machine) -> None:
 
 
 def grant_device(machine: Machine, node: str) -> None:
-    """Give a device node used by this machine alone (a VFIO group) to its group."""
+    """Give a device node used by this machine alone (a VFIO group) to its group: opened
+    without following links, and only a character device."""
     try:
-        st = os.stat(node)
-    except OSError as exc:
+        with safepath.open_nofollow(node) as leaf:
+            st = leaf.st
+            if not stat.S_ISCHR(st.st_mode):
+                raise HostError(f"{node} is not a character device")
+            if st.st_gid == machine.group_id and (st.st_mode >> 3) & 0o6 == 0o6:
+                return
+            leaf.chown_group(machine.group_id)
+            leaf.chmod(stat.S_IMODE(st.st_mode) | stat.S_IRGRP | stat.S_IWGRP)
+    except FileNotFoundError as exc:
         raise HostError(f"cannot use {node}: {exc.strerror or exc}") from exc
-    if st.st_gid == machine.group_id and (st.st_mode >> 3) & 0o6 == 0o6:
-        return
-    os.chown(node, -1, machine.group_id)
-    os.chmod(node, stat.S_IMODE(st.st_mode) | stat.S_IRGRP | stat.S_IWGRP)

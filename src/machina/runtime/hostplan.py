@@ -48,6 +48,13 @@ def plan_prepare(host: HostFile, b: Built) -> list[HostAction]:
         actions.append(HostAction(f"create the NVRAM file {nv.path} from {nv.template} "
                                   "(only while it is missing)", partial(nvram.create_nvram, nv)))
         new_nvram = nv.path
+    if not m.least and m.attrs.qmp_enabled:
+        # QEMU runs as root and replaces what is at a socket path: check them first
+        from machina.plan.devices import qmp_socket_paths
+        from machina.runtime import safepath
+
+        for path in qmp_socket_paths(m.name, m.attrs.qmp_names, m.attrs.qmp_paths):
+            safepath.check_socket_path(path)
     if m.least:
         from machina.runtime import access
 
@@ -55,7 +62,7 @@ def plan_prepare(host: HostFile, b: Built) -> list[HostAction]:
             if use.path == new_nvram:
                 actions.append(HostAction(
                     f"give {use.path} to the group {m.group_name} ({m.group_id}): "
-                    "chgrp, g+rw", partial(access.hand_over, m, use.path)))
+                    "chgrp, g+rw, o-rwx", partial(access.hand_over, m, use.path)))
                 continue
             verdict = access.judge(m, use)
             if verdict.problem is not None:
@@ -63,7 +70,7 @@ def plan_prepare(host: HostFile, b: Built) -> list[HostAction]:
             if verdict.fixable:
                 actions.append(HostAction(
                     f"give {use.path} to the group {m.group_name} ({m.group_id}): "
-                    "chgrp, g+rw", partial(access.hand_over, m, use.path)))
+                    "chgrp, g+rw, o-rwx", partial(access.hand_over, m, use.path)))
     for dev in _mdevs(m):
         actions.append(HostAction(
             f"create mediated device {dev.uuid} ({dev.name}, class {dev.device_class}) "
@@ -79,7 +86,7 @@ def plan_prepare(host: HostFile, b: Built) -> list[HostAction]:
             actions.append(HostAction(
                 f"create tap {tap.link} owned by the group {m.group_name} ({m.group_id}) "
                 f"on bridge {tap.bridge}, up",
-                partial(net.tap_create, tap.link, tap.bridge, m.group_id)))
+                partial(net.tap_create, tap.link, tap.bridge, m.group_id, m.name)))
     return actions
 
 
@@ -88,7 +95,8 @@ def plan_teardown(b: Built) -> list[HostAction]:
                           partial(mdev.remove, dev)) for dev in _mdevs(b.machine)]
     if b.machine.least:
         actions += [HostAction(f"remove tap {tap.link} if present",
-                               partial(net.tap_remove, tap.link)) for tap in b.plan.taps]
+                               partial(net.tap_remove, tap.link, b.machine.group_id,
+                                       b.machine.name)) for tap in b.plan.taps]
     return actions
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,7 +43,9 @@ def vfio_group_node(uuid: str) -> str:
 
 
 def lock_path() -> str:
-    return os.environ.get("MACHINA_MDEV_LOCK", "/run/lock/machina-mdev.lock")
+    """The lock around mediated-device creation: in /run/machina, a directory only root
+    may change (MACHINA_MDEV_LOCK moves it: a testing aid, checked the same way)."""
+    return os.environ.get("MACHINA_MDEV_LOCK", "/run/machina/mdev.lock")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +57,32 @@ class Mdev:
 
 @contextmanager
 def _locked() -> Iterator[None]:
+    """Hold the lock file: created in a directory only root may change, opened without
+    following a link, and refused unless it is root's regular file (nobody else can then
+    hold it and stop every machine with a mediated device from starting)."""
+    from machina.runtime import safepath
+
     path = lock_path()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    directory = os.path.dirname(path)
     try:
+        os.mkdir(directory, 0o755)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise HostError(f"cannot create {directory}: {exc.strerror or exc}") from exc
+    with safepath.open_dir_nofollow(directory) as dfd:
+        try:
+            fd = os.open(os.path.basename(path),
+                         os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                         0o600, dir_fd=dfd)
+        except OSError as exc:
+            raise HostError(f"cannot open the lock {path}: {exc.strerror or exc}",
+                            (f"remove {path} if it is not root's regular file",)) from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0:
+            raise HostError(f"the lock {path} is not a regular file of root's",
+                            (f"remove it: rm {path}",))
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:

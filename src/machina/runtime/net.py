@@ -42,6 +42,7 @@ def link_connect(link: str, bridge: str) -> None:
         index = _index(ipr, link)
         if index is None:
             raise HostError(f"link not found: {link}")
+        _check_tap(ipr, index, link)
         bridge_index = _bridge(ipr, bridge)
         try:
             ipr.link("set", index=index, state="up")
@@ -59,6 +60,7 @@ def link_disconnect(link: str) -> None:
         index = _index(ipr, link)
         if index is None:
             raise HostError(f"link not found: {link}")
+        _check_tap(ipr, index, link)
         try:
             ipr.link("set", index=index, master=0)
         except Exception as exc:
@@ -69,13 +71,53 @@ def link_disconnect(link: str) -> None:
             raise HostError(f"failed to turn the link down: {exc}") from exc
 
 
-def tap_create(link: str, bridge: str, gid: int) -> None:
-    """A persistent tap owned by the group gid, on the bridge, up (idempotent: an
-    existing link of that name is replaced; QEMU has not started yet)."""
+def tap_alias(machine: str) -> str:
+    """The interface alias that marks a tap machina created for a machine (setting an
+    alias needs CAP_NET_ADMIN, so no user can forge it)."""
+    return f"machina:{machine}"
+
+
+def _tap_owner(ipr: Any, index: int) -> tuple[str | None, int | None]:
+    """(alias, tun group) of a tun/tap link, or (None, None) for any other kind."""
+    link = ipr.get_links(index)[0]
+    info = link.get_attr("IFLA_LINKINFO")
+    if info is None or info.get_attr("IFLA_INFO_KIND") != "tun":
+        return None, None
+    data = info.get_attr("IFLA_INFO_DATA")
+    group = None if data is None else data.get_attr("IFLA_TUN_GROUP")
+    return link.get_attr("IFLA_IFALIAS") or "", group
+
+
+def _check_tap(ipr: Any, index: int, link: str) -> None:
+    """Connect and disconnect act on taps only: never on a host interface whose name a
+    machine's connection happens to give (`eth0` + `10` is `eth0.10`)."""
+    if _tap_owner(ipr, index) == (None, None):
+        raise HostError(f'network link "{link}" is not a tap: machina connects and '
+                        "disconnects only the taps of its machines")
+
+
+def _ours(ipr: Any, index: int, machine: str, gid: int) -> bool:
+    alias, group = _tap_owner(ipr, index)
+    return alias == tap_alias(machine) and group == gid
+
+
+def _not_ours(link: str, machine: str) -> HostError:
+    return HostError(f"a network link named {link} exists and is not a tap machina made for "
+                     f"{machine}: machina leaves it alone",
+                     (f"ip -d link show {link}  (a host interface, or another machine's "
+                      "tap: two connections that give the same tap name?)",))
+
+
+def tap_create(link: str, bridge: str, gid: int, machine: str) -> None:
+    """A persistent tap owned by the group gid, on the bridge, up, marked as the
+    machine's (idempotent: a tap machina made for this machine before is replaced; QEMU
+    has not started yet; any other link of that name is refused, never deleted)."""
     with _ipr() as ipr:
         bridge_index = _bridge(ipr, bridge)
         old = _index(ipr, link)
         if old is not None:
+            if not _ours(ipr, old, machine, gid):
+                raise _not_ours(link, machine)
             ipr.link("del", index=old)
         try:
             ipr.link("add", ifname=link, kind="tuntap", mode="tap", gid=gid)
@@ -85,18 +127,22 @@ def tap_create(link: str, bridge: str, gid: int) -> None:
         if index is None:
             raise HostError(f"the tap {link} did not appear after it was created")
         try:
+            ipr.link("set", index=index, ifalias=tap_alias(machine))
             ipr.link("set", index=index, master=bridge_index, state="up")
         except Exception as exc:
             raise HostError(f"failed to add the tap {link} to the bridge {bridge}: "
                             f"{exc}") from exc
 
 
-def tap_remove(link: str) -> bool:
-    """Delete the tap; False when it was already gone."""
+def tap_remove(link: str, gid: int, machine: str) -> bool:
+    """Delete the machine's tap; False when it was already gone. A link of that name
+    machina did not make for this machine is refused, never deleted."""
     with _ipr() as ipr:
         index = _index(ipr, link)
         if index is None:
             return False
+        if not _ours(ipr, index, machine, gid):
+            raise _not_ours(link, machine)
         try:
             ipr.link("del", index=index)
         except Exception as exc:
