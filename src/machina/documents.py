@@ -7,11 +7,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from machina import identity
+from machina.config.firmware import find_firmware
 from machina.config.schema import HostFile, Volume
 from machina.errors import MachinaError
 from machina.identity import ZERO_UUID
 from machina.model import Machine
-from machina.plan.devices import effective_port, qmp_socket_paths, volume_path
+from machina.plan.devices import effective_port, nvram_path, qmp_socket_paths, volume_path
 
 Json = dict[str, Any]
 
@@ -46,13 +47,22 @@ def machine_document(m: Machine, host: HostFile, file: str, units: Sequence[str]
     machine's units (its own first). Values that cannot be computed (an unknown pool, an
     undefined variable) are null; the build says why."""
     a = m.attrs
-    firmware = None
+    firmware: Json | None = None
     if not a.firmware_code.is_empty:
         firmware = {
             "code": _path(m, host, a.firmware_code),
             "vars": None if a.firmware_vars.is_empty else _path(m, host, a.firmware_vars),
             "secure_boot": None,  # explicit firmware files do not say
         }
+    elif a.firmware_profile:
+        chosen = find_firmware(m, host)
+        if chosen is not None:
+            try:
+                nvram: str | None = nvram_path(m, host)
+            except MachinaError:
+                nvram = None
+            firmware = {"code": chosen.firmware.code, "vars": nvram,
+                        "secure_boot": chosen.firmware.secure_boot}
     device_types = {c: t for md in host.mdev.values() for c, t in md.types.items()}
 
     def volume(v: Volume) -> Json:
@@ -119,7 +129,11 @@ def system_document(host: HostFile, tags: Mapping[str, Any]) -> Json:
         "mdev": {k: {"address": md.address, "types": dict(sorted(md.types.items()))}
                  for k in _sorted(host.mdev) for md in (host.mdev[k],)},
         "tags": {k: tags.get(k, {}) for k in _sorted(host.tag)},
-        "firmware": None,
+        "firmware": {k: {"code": fw.code, "vars-template": fw.vars_template,
+                         "features": list(fw.features), "machines": list(fw.machines),
+                         "description": fw.description}
+                     for k in _sorted(host.firmware) for fw in (host.firmware[k],)}
+        if host.firmware else None,
         "qemu": {"accel": host.qemu.accel or None, "cpu": host.qemu.cpu or None},
         "privileges": {"mode": host.privileges.mode or "root"},
     }

@@ -216,3 +216,18 @@ def test_status_json_unknown_machine(machina: Machina, config: Path) -> None:
     assert [m["name"] for m in doc["machines"]] == ["desk12", "nope"]
     assert doc["errors"][0]["file"] == str(config / "machine.conf.d" / "nope.conf.json")
     assert doc["machines"][1]["error"] == doc["errors"][0]
+
+
+def test_cat_json_firmware_profile(machina: Machina, tmp_path: Path) -> None:
+    """A machine with attrs.firmware.profile: the firmware chosen, its NVRAM file and
+    Secure Boot; `cat --json system` carries the host's firmware section."""
+    case = Path(__file__).resolve().parents[1] / "cases" / "ext-firmware-profile"
+    doc = run_json(machina, case, "cat", "win11", "linux-uefi", "system")
+    win, linux = doc["machines"]
+    assert win["firmware"] == {"code": "/usr/share/OVMF/OVMF_CODE_4M.ms.fd",
+                               "vars": "/var/lib/machina/win11/nvram.fd", "secure_boot": True}
+    assert linux["firmware"]["vars"] == "/srv/machina/nvram/linux-uefi.vars.fd"
+    assert linux["firmware"]["secure_boot"] is False
+    host = json.loads((case / "machina.conf.json").read_text())
+    assert set(doc["system"]["firmware"]) == set(host["firmware"])
+    assert doc["system"]["firmware"]["uefi"]["code"] == host["firmware"]["uefi"]["code"]
