@@ -12,9 +12,10 @@ rank 0.
 |------|-------------------------------------------|-----------------------------------------|
 | 0    | errors, identity, config.values,          | leaves: errors, hashing, value forms,   |
 |      | systemd.unit                              | unit syntax                             |
-| 1    | qemu.opts, config.patterns, config.schema | option syntax, expansion, file schema,  |
-|      | report                                    | errors as --json data                   |
-| 2    | model, qemu.argv                          | the resolved machine; argv forms        |
+| 1    | qemu.opts, config.expression,             | option syntax, `${…}` arithmetic, file  |
+|      | config.schema, report                     | schema, errors as --json data           |
+| 2    | model, qemu.argv, config.patterns         | the resolved machine; argv forms;       |
+|      |                                           | pattern expansion                       |
 | 3    | config.load, config.resolve, plan.pcie    | files → schema → model; topology        |
 | 4    | plan.devices                              | model + host → QEMU options             |
 | 5    | systemd.render, summary, core, usage,     | units, `cat` text, command glue, the    |
@@ -39,8 +40,8 @@ PKG = SRC / "machina"
 RANKS: dict[str, int] = {
     "machina.errors": 0, "machina.identity": 0, "machina.config.values": 0,
     "machina.systemd.unit": 0,
-    "machina.qemu.opts": 1, "machina.config.patterns": 1, "machina.config.schema": 1,
-    "machina.model": 2, "machina.qemu.argv": 2,
+    "machina.qemu.opts": 1, "machina.config.expression": 1, "machina.config.schema": 1,
+    "machina.model": 2, "machina.qemu.argv": 2, "machina.config.patterns": 2,
     "machina.config.load": 3, "machina.config.resolve": 3, "machina.plan.pcie": 3,
     "machina.config.firmware": 3,
     "machina.plan.devices": 4,

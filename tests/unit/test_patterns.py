@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from machina.config.expression import ExpressionError
 from machina.config.patterns import (
     UndefinedVariableError,
     clean_path,
@@ -19,6 +20,7 @@ from machina.config.schema import Attributes, HostFile, Storage, Volume
 from machina.errors import Failure, MachinaError
 from machina.model import Machine
 from machina.plan.devices import effective_port, plan_machine, volume_path
+from machina.qemu.argv import render_argv
 
 VARS = {"machine": "M", "volume": "vol", "x": "X", " spaced ": "S", "$": "DOLLAR",
         "1": "ONE", "seat": "12", "employee-id": "9000"}
@@ -64,12 +66,12 @@ def test_expand_examples(pattern: str, want: str) -> None:
     ("a$*b", "ab"),
     ("a${#}b", "ab"),
     ("a$?b", "ab"),
-    ("a${12}b", "ab"),                  # not special: the name is "12" (undefined)
+    ("a${x_1}b", "ab"),                 # not special: an ordinary undefined name
 ])
 def test_special_one_character_names(pattern: str, want: str) -> None:
     assert lenient(pattern, {}) == want
     # D13: the special forms keep the reference's meaning even when strict
-    if "12" not in pattern:
+    if "x_1" not in pattern:
         assert expand(pattern, mapping_lookup({}), strict=True) == want
 
 
@@ -82,7 +84,8 @@ def test_special_names_are_looked_up_when_defined() -> None:
 
 @pytest.mark.parametrize(("pattern", "name"), [
     ("${nope}", "nope"), ("$nope", "nope"), ("a-${machine-name}", "machine-name"),
-    ("${12}", "12"), ("${ spaced }", " spaced ")])
+    ("${x_1}", "x_1"), ("${ spaced }", " spaced "), ("${foo.bar}", "foo.bar"),
+    ("${a b}", "a b")])
 def test_undefined_variable_is_an_error_when_strict(pattern: str, name: str) -> None:
     with pytest.raises(UndefinedVariableError) as info:
         expand(pattern, mapping_lookup({}), strict=True, where="storage pool p")
@@ -245,3 +248,112 @@ def test_d13_undefined_variable_in_a_port_pattern_fails_the_build() -> None:
     with pytest.raises(MachinaError) as info:
         plan_machine(m, HostFile())
     assert '"id"' in str(info.value) and "4${id}" in str(info.value)
+
+
+# --------------------------------------------------------------------------- expressions (ours)
+
+EXPR_VARS = {"seat": "12", "base-port": "5900", "neg": "-3", "plus": "+4", "zero": "0",
+             "word": "abc", "blank": " 12", "a+b": "SUM", "huge": str(2**63 - 1),
+             "machine-name": "vm"}
+
+
+def strict(pattern: str) -> str:
+    return expand(pattern, mapping_lookup(EXPR_VARS), strict=True, where="SPICE port")
+
+
+@pytest.mark.parametrize(("pattern", "want"), [
+    ("${5900 + seat}", "5912"),
+    ("59${seat}", "5912"),                       # plain references keep their meaning
+    ("${base-port + seat}", "5912"),             # dashed names are names
+    ("${base-port+seat*2}", "5924"),             # * before +
+    ("${(base-port + seat) * 2}", "11824"),
+    ("${1 - 2 - 3}", "-4"),                      # left to right
+    ("${2 * 3 % 4}", "2"),
+    ("${100 / 7 / 2}", "7"),
+    ("${-7 / 2}", "-4"),                         # floor division, as Python's //
+    ("${-7 % 2}", "1"),                          # remainder has the divisor's sign
+    ("${7 % -2}", "-1"),
+    ("${neg * plus}", "-12"),                    # signed variable values
+    ("${- -seat}", "12"),
+    ("${+seat}", "12"),
+    ("${-(seat)}", "-12"),
+    ("${0042 + 1}", "43"),                       # decimal, never octal
+    ("${59}", "59"),                             # a literal (two digits: not Go's ${5})
+    ("${(5)}", "5"),
+    ("${\tseat\t*\t2 }", "24"),                  # blanks are spaces and tabs
+    ("${a+b}", "SUM"),                           # a defined variable wins over arithmetic
+    ("${huge}", str(2**63 - 1)),
+    ("${huge + 0}", str(2**63 - 1)),
+    ("${-huge - 1}", str(-(2**63))),
+    ("${machine-name}", "vm"),
+    ("d${seat % 4}/${machine-name}.raw", "d0/vm.raw"),
+])
+def test_expression_values(pattern: str, want: str) -> None:
+    assert strict(pattern) == want
+
+
+@pytest.mark.parametrize(("pattern", "column", "fragment"), [
+    ("${5900 +}", 9, 'expected a number, a variable or "(", found the end of the expression'),
+    ("${5900 + }", 10, "found the end of the expression"),
+    ("${5900 seat}", 8, 'expected an operator, found "seat"'),
+    ("ab${(1 + 2}", 11, 'expected ")"'),
+    ("${1 + 2)}", 8, 'expected an operator, found ")"'),
+    ("${*3}", 3, 'found "*"'),
+    ("${1 / 0}", 5, "division by zero"),
+    ("${1 % zero}", 5, "modulo by zero"),
+    ("${3 + 1.5}", 8, 'unexpected "."'),
+    ("${12abc + 1}", 5, 'unexpected "a" after the number 12'),
+    ("${word + 1}", 3, 'variable "word" is "abc", not an integer'),
+    ("x${1 + blank}", 8, 'variable "blank" is " 12", not an integer'),
+    ("${huge + 1}", 8, "out of range"),
+    ("${huge * huge}", 8, "out of range"),
+    ("${-huge - 2}", 9, "out of range"),
+    ("${9223372036854775808 - 1}", 3, "the number 9223372036854775808 is out of range"),
+    ("${" + "(" * 70 + "1" + ")" * 70 + "}", 68, "nested more than 64 levels deep"),
+    ("${" + "-" * 70 + "1}", 68, "nested more than 64 levels deep"),
+])
+def test_expression_errors_name_pattern_and_column(pattern: str, column: int,
+                                                   fragment: str) -> None:
+    with pytest.raises(ExpressionError) as info:
+        strict(pattern)
+    err = info.value
+    assert (err.pattern, err.column) == (pattern, column)
+    assert str(err).startswith(f'pattern "{pattern}": column {column}: ')
+    assert fragment in str(err) and str(err).endswith("(SPICE port)")
+    assert err.hints
+    # the same error when lenient: only undefined variables are forgiven there
+    with pytest.raises(ExpressionError):
+        expand(pattern, mapping_lookup(EXPR_VARS), strict=False)
+
+
+def test_undefined_variable_in_an_expression_names_its_column() -> None:
+    with pytest.raises(UndefinedVariableError) as info:
+        strict("${5900+seat-1}")
+    assert str(info.value) == ('undefined variable "seat-1" in pattern "${5900+seat-1}" at '
+                               "column 8 (SPICE port)")
+    assert info.value.hints[0].endswith("(seat - 1)")   # names may hold "-": say how to subtract
+    # lenient (the tag views of `cat system`): an undefined variable makes the whole
+    # expression empty, like an undefined plain reference
+    assert expand("5${5900 + nope}9", mapping_lookup({}), strict=False) == "59"
+
+
+def test_blank_padded_lone_name_is_still_a_name() -> None:
+    """`${ seat }` looks up " seat " (config.md §6.2); the error suggests ${seat}."""
+    with pytest.raises(UndefinedVariableError) as info:
+        strict("${ seat }")
+    assert '" seat "' in str(info.value) and "${seat}" in info.value.hints[0]
+
+
+def test_expression_in_a_port_pattern_through_the_plan() -> None:
+    m = machine(variables={"seat": "12"},
+                attrs=Attributes(ram=1024, spice_enabled=True,
+                                 spice_port_pattern="${5900 + seat}"))
+    plan = plan_machine(m, HostFile())
+    assert any("port=5912" in a for a in render_argv(plan.options()))
+    bad = machine(variables={"seat": "12"},
+                  attrs=Attributes(ram=1024, spice_enabled=True,
+                                   spice_port_pattern="${5900 + seat * }"))
+    with pytest.raises(MachinaError) as info:
+        plan_machine(bad, HostFile())
+    assert 'pattern "${5900 + seat * }": column 17' in str(info.value)
+    assert "spice port" in str(info.value)

@@ -1,9 +1,20 @@
-"""Variables and patterns (spec/config.md §6): Go's os.Expand and path.Join semantics."""
+"""Variables and patterns (spec/config.md §6): Go's os.Expand and path.Join semantics,
+plus integer expressions in `${…}` (ours, config/expression.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from machina.config.expression import (
+    ExpressionError,
+    SyntaxProblem,
+    Var,
+    evaluate,
+    looks_arithmetic,
+    parse_expression,
+    parse_integer,
+)
+from machina.config.values import go_quote
 from machina.errors import Failure
 
 _SPECIAL = set("*#$@!?-0123456789")
@@ -56,21 +67,88 @@ def expand(pattern: str, lookup: Callable[[str], str | None], *, strict: bool,
             out.append("$")
             i += 1
             continue
+        braced = pattern[i + 1] == "{"
+        start = i + 2  # where a braced name starts in the pattern
         i += 1 + used
         if name == "" and not special:
             continue
         value = lookup(name)
+        if value is None and braced and not special:
+            value = _expression(pattern, start, name, lookup, strict=strict, where=where)
         if value is None:
             if strict and not special:
-                from machina.config.values import go_quote
-
+                fixes = _undefined_fixes(name, lookup)
+                if name.strip(" \t") != name and lookup(name.strip(" \t")) is not None:
+                    fixes.insert(0, f"inside ${{…}} blanks are part of the name: write "
+                                    f"${{{name.strip(' ')}}}")
                 raise UndefinedVariableError(
                     f"undefined variable {go_quote(name)} in pattern {go_quote(pattern)}"
-                    + (f" ({where})" if where else ""),
-                    ("define it in the machine's or a tag's \"vars\"",), ("vars", name))
+                    + _where(where), tuple(fixes), ("vars", name))
             value = ""
         out.append(value)
     return "".join(out)
+
+
+def _undefined_fixes(name: str, lookup: Callable[[str], str | None]) -> list[str]:
+    fixes = ["define it in the machine's or a tag's \"vars\""]
+    if "-" in name and lookup(name.split("-")[0].strip(" \t")) is not None:
+        fixes.insert(0, "a name may contain \"-\": to subtract, put blanks around it "
+                        f"({name.replace('-', ' - ')})")
+    return fixes
+
+
+def _where(where: str) -> str:
+    return f" ({where})" if where else ""
+
+
+_EXPRESSION_HINT = ("an expression takes integers, variables, + - * / % and parentheses, "
+                    "e.g. ${5900 + seat}",)
+
+
+def _expression(pattern: str, start: int, text: str, lookup: Callable[[str], str | None], *,
+                strict: bool, where: str) -> str | None:
+    """The value of `${text}` as an integer expression, or None if it is not one.
+
+    A lone name (`${seat}`, `${machine-name}`) or text that does not look like arithmetic
+    is not an expression: the caller treats it as an (undefined) variable, as before.
+    """
+    def fail(offset: int, message: str, fixes: tuple[str, ...] = _EXPRESSION_HINT,
+             subject: tuple[str, ...] = ()) -> ExpressionError:
+        column = start + offset + 1
+        return ExpressionError(f"pattern {go_quote(pattern)}: column {column}: {message}"
+                               + _where(where), fixes, subject, pattern=pattern, column=column)
+
+    try:
+        node = parse_expression(text)
+    except SyntaxProblem as exc:
+        if not looks_arithmetic(text):
+            return None
+        raise fail(exc.offset, exc.message) from None
+    if isinstance(node, Var) and text.strip(" \t") == node.name:
+        return None  # a lone name, not `(name)`
+
+    def value_of(var: Var) -> int | None:
+        raw = lookup(var.name)
+        column = start + var.offset + 1
+        if raw is None:
+            if not strict:
+                return None
+            raise UndefinedVariableError(
+                f"undefined variable {go_quote(var.name)} in pattern {go_quote(pattern)} "
+                f"at column {column}" + _where(where), tuple(_undefined_fixes(var.name, lookup)),
+                ("vars", var.name))
+        value = parse_integer(raw)
+        if value is None:
+            raise fail(var.offset, f"variable {go_quote(var.name)} is {go_quote(raw)}, not an "
+                                   "integer", ("variables in expressions hold decimal integers "
+                                               "of at most 64 bits",), ("vars", var.name))
+        return value
+
+    try:
+        result = evaluate(node, value_of)
+    except SyntaxProblem as exc:
+        raise fail(exc.offset, exc.message) from None
+    return "" if result is None else str(result)
 
 
 def mapping_lookup(*maps: Mapping[str, str]) -> Callable[[str], str | None]:
@@ -114,8 +192,6 @@ def join_path(*elems: str) -> str:
 
 def parse_port(pattern: str, expanded: str) -> int:
     """Parse an expanded port pattern like Go's strconv.Atoi, then check 1…65535."""
-    from machina.config.values import go_quote
-
     s = expanded
     body = s[1:] if s[:1] in ("+", "-") else s
     if body == "" or not all("0" <= c <= "9" for c in body):
