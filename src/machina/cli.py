@@ -1,7 +1,9 @@
 """The command line: parses arguments, runs a command, prints errors, picks exit codes.
 
-The only module that prints errors or exits. Heavy modules (qemu.qmp, pyroute2, asyncio)
-are imported inside the commands that need them, so `args`, `cat` and `generate` start fast.
+The only module that prints errors or exits. Modules are imported inside the commands that
+need them: qemu.qmp, pyroute2 and asyncio only by the runtime commands, the config pipeline
+not at all by machina-ifup/-ifdown (which load one machine themselves), so every command
+starts fast (bench/bench_commands.py; a test checks that `args` imports none of the three).
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from machina.config.load import ConfigDir
-from machina.core import Configs
 from machina.errors import Failure, MachinaError
 from machina.usage import COMMANDS, DESCRIPTION, Parser, UsageError
+
+if TYPE_CHECKING:
+    from machina.core import Configs
 
 # --- commands ----------------------------------------------------------------------------
 
@@ -250,7 +254,25 @@ def _top_help(prog: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_parser(prog: str) -> Parser:
+def command_word(args: Sequence[str]) -> str | None:
+    """The command of a plain command line (global flags spelled in full, then a known
+    command), else None: the parser then gets every command, for argparse's messages."""
+    names = {c[0] for c in COMMANDS}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--config-dir":
+            i += 2
+        elif a == "--debug" or a.startswith("--config-dir="):
+            i += 1
+        else:
+            return a if a in names else None
+    return None
+
+
+def build_parser(prog: str, only: str | None = None) -> Parser:
+    """The parser; with `only`, of that command alone (building all ~20 sub-parsers costs
+    a few ms at every start, gettext look-ups included)."""
     top = Parser(prog=prog, add_help=False, description=DESCRIPTION)
     top.add_argument("-h", "--help", action="store_true")
     top.add_argument("--config-dir", metavar="DIR")
@@ -262,6 +284,8 @@ def build_parser(prog: str) -> Parser:
                         help="Show tracebacks of errors.")
     sub = top.add_subparsers(dest="command", parser_class=Parser)
     for name, form, desc, arg_help in COMMANDS:
+        if only is not None and name != only:
+            continue
         p = sub.add_parser(name, prog=f"{prog} {name}", description=desc, help=desc,
                            parents=[common])
         if name == "query":
@@ -410,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             sys.stdout.write(complete(os.environ["COMP_LINE"], os.environ.get("COMP_POINT")))
             return 0
-        parser = build_parser(prog)
+        parser = build_parser(prog, command_word(args[1:]))
         try:
             ns = parser.parse_args(args[1:])
         except UsageError as exc:
@@ -427,6 +451,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write("\n")
             _print_error(prog, Failure("expected a command"), ())
             return 1
+        from machina.config.load import ConfigDir
+        from machina.core import Configs
+
         cfg = Configs(ConfigDir(ns.config_dir))
         as_json = getattr(ns, "json", False)
         return HANDLERS[ns.command](cfg, ns)

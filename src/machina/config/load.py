@@ -6,14 +6,12 @@ This is the only module where untyped JSON (`Any`) is handled.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 from machina.config.schema import (
@@ -135,7 +133,9 @@ def read_json(path: str, raw: bytes | None = None) -> Any:
     """Parse one JSON file; a missing file, bad syntax or trailing content is an error.
     With raw, parse those bytes as the file's content instead (candidates: preview)."""
     try:
-        raw = Path(path).read_bytes() if raw is None else raw
+        if raw is None:
+            with open(path, "rb") as f:
+                raw = f.read()
     except FileNotFoundError as exc:
         raise Failure(f"open {path}: no such file or directory") from exc
     except IsADirectoryError as exc:
@@ -286,6 +286,8 @@ def _fields(ctx: _Ctx, ptr: str, value: Any, known: dict[str, Parse[Any]],
     for key, v in value.items():
         parse = known.get(key)
         if parse is None:
+            import difflib  # only on an error: its import costs start-up time
+
             close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.5)
             lower = [k for k in known if k.lower() == key.lower()]
             suggestion = (lower or close or [None])[0]

@@ -25,7 +25,6 @@ Then derived identifiers are filled in (identity.md §2.1).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
@@ -154,6 +153,8 @@ def collect_tags(machine: MachineFile, host: HostFile) -> list[Definition]:
     for tag in machine.tags:
         found = host.tag.get(tag)
         if found is None:
+            import difflib  # only on an error: its import costs start-up time
+
             close = difflib.get_close_matches(tag, list(host.tag), n=1)
             hints = ((f'did you mean "{close[0]}"? ' if close else "")
                      + "tags are defined in machina.conf.json at $.tag",)

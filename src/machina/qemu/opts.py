@@ -24,6 +24,10 @@ Param = tuple[str, str]
 
 def clean(s: str) -> str:
     """Remove `,`, `"`, `=`, white space and non-printable characters."""
+    # Fast path (most values need no cleaning): every white-space character but the space
+    # is non-printable, so a printable string without space, `,`, `"` and `=` is clean.
+    if s.isprintable() and " " not in s and "," not in s and '"' not in s and "=" not in s:
+        return s
     return "".join(c for c in s if c not in ',"=' and not c.isspace() and c.isprintable())
 
 

@@ -45,7 +45,7 @@ def _quote(word: str) -> str:
     """The reference's Q (systemd.md §3) with C escapes; an empty word is `""`."""
     if "\x00" in word:
         raise ValueError("a NUL cannot appear in a unit file")
-    if word and all(c in SAFE for c in word):
+    if word and SAFE.issuperset(word):
         return word
     return '"' + "".join(_c_escape(c) for c in word) + '"'
 

@@ -1,0 +1,115 @@
+"""Start-up guards (issue 8): the installed program starts Python isolated and without
+`site`, and the commands an operator types most import none of the runtime libraries.
+
+Speed itself is measured by bench/ (figures, not timed tests); these tests keep the two
+properties it rests on from regressing silently: one import of asyncio (~8 ms), qemu.qmp
+or pyroute2 (~30 ms) at module level would undo them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .support import Machina, assert_ok, describe, make_config
+from .test_install import pyz  # noqa: F401  (the fixture: tools/build_zipapp.py's output)
+
+RUNTIME_LIBRARIES = ("asyncio", "qemu.qmp", "pyroute2")
+MACHINE = {
+    "id": "0b9f2f4e-5c1d-4d7a-9a37-0d7e6c1f5a11",
+    "attrs": {"memory": {"ram": 1024}, "qmp": {"enabled": True},
+              "spice": {"enabled": True, "port": 5901}},
+    "volumes": [{"name": "os", "storage": "data", "bootable": True}],
+    "connections": [{"name": "0", "network": "lan"}],
+}
+HOST = {
+    "storage": {"data": {"path": "/srv/vm/", "pattern": "${machine-name}-${volume}.raw",
+                         "type": "raw"}},
+    "network": {"lan": {"device": "br0"}},
+}
+
+
+def _config(tmp_path: Path) -> Path:
+    return make_config(tmp_path / "config", HOST, {"vm1": MACHINE})
+
+
+def _poisoned(tmp_path: Path) -> Path:
+    """A directory whose `machina` package and `sitecustomize` fail loudly when imported:
+    an isolated Python finds neither, through PYTHONPATH nor as the working directory."""
+    d = tmp_path / "poison"
+    (d / "machina").mkdir(parents=True)
+    boom = "raise SystemExit('imported from PYTHONPATH or the working directory')\n"
+    (d / "machina" / "__init__.py").write_text(boom)
+    (d / "sitecustomize.py").write_text(boom)
+    (d / "json").mkdir()
+    (d / "json" / "__init__.py").write_text(boom)
+    return d
+
+
+def test_installed_program_starts_python_isolated_without_site(
+        pyz: Path, tmp_path: Path, machina: Machina) -> None:  # noqa: F811
+    first = pyz.read_bytes().split(b"\n", 1)[0].decode()
+    assert first.startswith("#!"), first
+    interpreter, *flags = first[2:].split()
+    assert os.path.isabs(interpreter) and not interpreter.endswith("/env"), first
+    assert len(flags) == 1 and flags[0].startswith("-"), (
+        f"{first}: Linux passes one argument after the interpreter")
+    assert "I" in flags[0] and "S" in flags[0], f"{first}: expected -I and -S"
+
+    # Run through the #! line, as systemd and QEMU do: neither a PYTHONPATH nor the working
+    # directory can put a module in front of the program's own.
+    config = _config(tmp_path)
+    poison = _poisoned(tmp_path)
+    env = machina.environ({"PYTHONPATH": str(poison), "PYTHONSTARTUP": str(poison / "x"),
+                           "PYTHONUSERBASE": str(poison)})
+    proc = subprocess.run([str(pyz), "--config-dir", str(config), "args", "vm1"],
+                          cwd=poison, env=env, capture_output=True, text=True, timeout=60)
+    assert_ok(proc)
+    reference = machina.run("args", "vm1", config_dir=config)
+    assert_ok(reference)
+    assert proc.stdout == reference.stdout
+
+
+def _modules_after(program: Path, argv: list[str], tmp_path: Path, rc: int = 0) -> set[str]:
+    """sys.modules after machina.cli.main(argv) ran from the zipapp (as installed)."""
+    code = (
+        "import sys, json\n"
+        f"sys.path.insert(0, {str(program)!r})\n"
+        "before = set(sys.modules)\n"
+        "from machina.cli import main\n"
+        f"rc = main({['machina', *argv]!r})\n"
+        "sys.stdout.flush()\n"
+        "sys.stderr.write(json.dumps({'rc': rc, 'modules': sorted(sys.modules)}) + '\\n')\n"
+    )
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    report = json.loads(proc.stderr.splitlines()[-1])
+    assert report["rc"] == rc, describe(proc)
+    return set(report["modules"])
+
+
+def _runtime_imports(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules
+                  if any(m == lib or m.startswith(lib + ".") for lib in RUNTIME_LIBRARIES))
+
+
+def test_args_cat_generate_list_import_no_runtime_library(pyz: Path,  # noqa: F811
+                                                          tmp_path: Path) -> None:
+    config = str(_config(tmp_path))
+    for argv in (["args", "vm1"], ["cat", "vm1"], ["generate", "--preview", "vm1"],
+                 ["list", "--offline"]):
+        modules = _modules_after(pyz, ["--config-dir", config, *argv], tmp_path)
+        # the check can fail: the pipeline did run in this process
+        assert "machina.qemu.opts" in modules, argv
+        assert _runtime_imports(modules) == [], f"{argv} imported {_runtime_imports(modules)}"
+
+
+def test_shutdown_does_import_qemu_qmp(pyz: Path, tmp_path: Path) -> None:  # noqa: F811
+    """The other side of the guard: `_modules_after` sees a lazily imported library."""
+    config = str(_config(tmp_path))
+    modules = _modules_after(pyz, ["--config-dir", config, "shutdown", "vm1"], tmp_path)
+    assert "qemu.qmp" in modules and "asyncio" in modules
