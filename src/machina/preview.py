@@ -164,8 +164,8 @@ def preview(request: Request, installed_host: Callable[[], bytes]) -> dict[str, 
     for name, text in sorted(request.machines.items(), key=lambda kv: kv[0].encode()):
         try:
             check_machine_name(name)
-        except MachinaError as exc:
-            errors.extend(error_entries(exc))
+        except MachinaError as exc:  # the name is the file's: shown at the machine's /name
+            errors.append(error_entry(machine_label(name), "/name", str(exc), exc.hints))
             continue
         loc = _Locator(name, _json_or_none(text), host_data)
         try:

@@ -130,6 +130,18 @@ def test_hostile_requests_are_one_clear_error(machina_cmd: list[str],
                    for e in doc["errors"])
 
 
+@pytest.mark.parametrize("name", ["../x", "", "a;b", "a\nb", "-x", "x" * 65])
+def test_invalid_machine_name_is_shown_at_the_name(machina_cmd: list[str],
+                                                   machina_env: dict[str, str], config: Path,
+                                                   name: str) -> None:
+    code, doc = preview(machina_cmd, machina_env, config,
+                        {"host": None, "machines": {name: machine()}})
+    assert code == 1 and doc["machines"] == []
+    (err,) = doc["errors"]
+    assert (err["file"], err["path"]) == (f"machine.conf.d/{name}.conf.json", "/name")
+    assert "invalid machine name" in err["message"]
+
+
 @pytest.mark.parametrize(("path", "pointer"), [
     ("$", ""), ("$.a", "/a"), ("$.volumes[1].name", "/volumes/1/name"),
     ('$["a b"].c', "/a b/c"), ('$["x/y~z"]', "/x~1y~0z"), ('$["q\\"]"][0]', '/q"]/0'),
