@@ -211,7 +211,11 @@
         main.replaceChildren();
         const section = h("section", { class: "pf-c-page__main-section" });
         main.append(section);
-        if (path.length === 0)
+        if (path.length === 2 && !NAME_RE.test(path[1])) {
+            section.append(alert("danger", `invalid machine name ${JSON.stringify(path[1])}`,
+                                 "A machine name starts with a letter or digit and has at most 64 of A-Z a-z 0-9 _ . -"));
+            view = null;
+        } else if (path.length === 0)
             view = machinesView(section);
         else if (path[0] === "machine" && path.length === 2)
             view = machineView(section, path[1]);

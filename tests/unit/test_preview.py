@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from machina.report import json_pointer
+from schemas import parse_document
 
 ID = "8b18191a-234f-45ce-b43c-b46e28cd2f70"
 HOST = {
@@ -43,7 +44,7 @@ def preview(machina_cmd: list[str], machina_env: dict[str, str], config: Path,
     p = subprocess.run([*machina_cmd, "--config-dir", str(config), "preview", "--json"],
                        input=raw, capture_output=True, env=machina_env, timeout=60, check=False)
     assert _tree(config) == before, "preview must not write"
-    doc = json.loads(p.stdout)
+    doc = parse_document(p.stdout.decode(), "preview")
     assert doc["version"] == 1 and doc["ok"] == (p.returncode == 0), (doc, p.stderr)
     return p.returncode, doc
 
