@@ -18,7 +18,8 @@ from machina.errors import Failure, MachinaError
 from machina.usage import COMMANDS, DESCRIPTION, Parser, UsageError
 
 if TYPE_CHECKING:
-    from machina.core import Configs
+    from machina.changes import UnitDiff
+    from machina.core import Built, Configs
 
 # --- commands ----------------------------------------------------------------------------
 
@@ -104,15 +105,55 @@ def cmd_cat(cfg: Configs, ns: argparse.Namespace) -> int:
     return 0
 
 
+def _unit_diffs(built: Sequence[Built], units: Sequence[tuple[str, str]],
+                unit_dir: str | None) -> list[UnitDiff]:
+    from machina.changes import diff_unit
+    from machina.runtime.units import read_installed
+    from machina.systemd.render import unit_name
+
+    return [diff_unit(b.machine.name, unit_name(b.machine.name),
+                      read_installed(unit_name(b.machine.name), unit_dir), text,
+                      pinned=b.machine.pinned)
+            for b, (_, text) in zip(built, units, strict=True)]
+
+
+def _refuse_hardware_changes(diffs: Sequence[UnitDiff]) -> None:
+    """A pinned machine keeps its guest-visible hardware unless the user accepts a change."""
+    from machina.changes import change_text
+
+    refused = [d for d in diffs if d.refused]
+    if not refused:
+        return
+    lines = [f"{d.name}: " + "; ".join(change_text(c) for c in d.refused) for d in refused]
+    names = " ".join(d.name for d in refused)
+    raise Failure("the new units change the hardware the guest sees on pinned machines, so "
+                  "nothing was written:\n" + "\n".join(lines),
+                  (f"machina generate --diff {names} shows every change",
+                   f"machina generate --accept-hardware-change {names} writes them anyway"))
+
+
 def cmd_generate(cfg: Configs, ns: argparse.Namespace) -> int:
     from machina.systemd.render import render_machine_unit
 
+    if ns.json and not ns.diff:
+        raise Failure("generate prints JSON only with --diff", ("machina generate --diff --json "
+                                                                 "NAME…",))
     built = cfg.build_all(ns.machines)
     units = [(b.machine.name, render_machine_unit(b.machine, b.plan).render())
              for b in built]
     if ns.preview:
         sys.stdout.write(_blocks(units))
         return 0
+    if ns.diff:
+        from machina.changes import diff_data, render_diff_text
+
+        diffs = _unit_diffs(built, units, ns.unit_dir)
+        if ns.json:
+            return _print_document([], machines=[diff_data(d) for d in diffs])
+        sys.stdout.write(_blocks([(d.name, render_diff_text(d)) for d in diffs]))
+        return 0
+    if not ns.accept_hardware_change:
+        _refuse_hardware_changes(_unit_diffs(built, units, ns.unit_dir))
     from machina.runtime import access
     from machina.runtime import units as unitfiles
 
@@ -207,7 +248,7 @@ def _runtime(name: str) -> Callable[[Configs, argparse.Namespace], int]:
 # --- the parser --------------------------------------------------------------------------
 
 #: The commands that print a JSON document with --json (docs/json.md).
-JSON_COMMANDS = ("list", "status", "cat")
+JSON_COMMANDS = ("list", "status", "cat", "generate")
 
 HANDLERS: dict[str, Callable[[Configs, argparse.Namespace], int]] = {
     "args": cmd_args,
@@ -315,6 +356,12 @@ def build_parser(prog: str, only: str | None = None) -> Parser:
                                 "(no daemon-reload; for offline hosts).")
             p.add_argument("--no-reload", action="store_true",
                            help="Do not run systemctl daemon-reload after writing.")
+            p.add_argument("--diff", action="store_true",
+                           help="Print what changes against the installed units, guest-visible "
+                                "changes apart from host-only ones; write nothing.")
+            p.add_argument("--accept-hardware-change", action="store_true",
+                           help="Write the units even when they change the hardware the guest "
+                                "sees on a pinned machine.")
         if name == "shutdown":
             p.add_argument("--system", action="store_true",
                            help="Use the QMP socket reserved for systemd.")

@@ -37,11 +37,6 @@ def _path(m: Machine, host: HostFile, v: Volume) -> str | None:
         return None
 
 
-def machine_type(m: Machine) -> str:
-    """The QEMU machine type the machine's argv asks for."""
-    return "q35"
-
-
 def machine_document(m: Machine, host: HostFile, file: str, units: Sequence[str]) -> Json:
     """MACHINE of docs/json.md: everything `cat NAME` shows, as data; `units` are the
     machine's units (its own first). Values that cannot be computed (an unknown pool, an
@@ -108,8 +103,8 @@ def machine_document(m: Machine, host: HostFile, file: str, units: Sequence[str]
         "devices": [{"name": d.name, "class": d.device_class,
                      "type": device_types.get(d.device_class), "uuid": str(d.id)}
                     for d in m.devices],
-        "machine_type": machine_type(m),
-        "pinned": False,
+        "machine_type": m.machine_type,
+        "pinned": m.pinned,
     }
 
 

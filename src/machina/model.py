@@ -23,6 +23,18 @@ class Machine:
     privileges: str = "root"       # "root" (the reference) or "least" (ours)
 
     @property
+    def machine_type(self) -> str:
+        """The QEMU machine type of the argv: q35 (QEMU's alias of its newest pc-q35-X.Y)
+        unless attrs.machine.type names one."""
+        return self.attrs.machine_type or "q35"
+
+    @property
+    def pinned(self) -> bool:
+        """Whether the machine type is a version (pc-q35-7.2): the guest-visible hardware
+        then stays as it is across QEMU upgrades, and `generate` refuses to change it."""
+        return self.machine_type != "q35"
+
+    @property
     def least(self) -> bool:
         return self.privileges == "least"
 

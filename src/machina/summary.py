@@ -66,6 +66,9 @@ def definition_lines(machine_name: str, vars: dict[str, str], attrs: Attributes,
         out.append((0, f"Firmware Variables (read/write): {volume_text(a.firmware_vars)}"))
     if a.firmware_profile:  # ours (D21: only when set)
         out.append((0, f"Firmware Profile: {a.firmware_profile}"))
+    if a.machine_type:  # ours (D21: only when set)
+        pinned = " (pinned)" if a.machine_type != "q35" else ""
+        out.append((0, f"Machine Type: {a.machine_type}{pinned}"))
     boot = a.boot  # ours, only when set (D21)
     for label, value in (("BIOS", boot.bios), ("Kernel", boot.kernel), ("Initrd", boot.initrd),
                          ("Kernel Command Line", boot.cmdline)):

@@ -16,7 +16,8 @@ rank 0.
 |      | config.schema, report                     | schema, errors as --json data           |
 | 2    | model, qemu.argv, config.patterns         | the resolved machine; argv forms;       |
 |      |                                           | pattern expansion                       |
-| 3    | config.load, config.resolve, plan.pcie    | files → schema → model; topology        |
+| 3    | config.load, config.resolve, plan.pcie,   | files → schema → model; topology;       |
+|      | changes                                   | unit changes read back and classified   |
 | 4    | plan.devices                              | model + host → QEMU options             |
 | 5    | systemd.render, summary, core, usage,     | units, `cat` text, command glue, the    |
 |      | documents                                 | command table and parser class, --json  |
@@ -47,6 +48,7 @@ RANKS: dict[str, int] = {
     "machina.plan.devices": 4,
     "machina.systemd.render": 5, "machina.summary": 5, "machina.core": 5, "machina.usage": 5,
     "machina.report": 1, "machina.preview": 6, "machina.documents": 5,
+    "machina.changes": 3,
     "machina.runtime": 6,  # and every machina.runtime.* module
     "machina.cli": 7, "machina.__main__": 8,
     "machina": 0, "machina.config": 0, "machina.plan": 0, "machina.qemu": 0,
@@ -56,7 +58,7 @@ RANKS: dict[str, int] = {
 #: Modules that must stay pure (STYLE §1): no host effects.
 PURE_PREFIXES = ("machina.plan", "machina.config", "machina.qemu", "machina.systemd",
                  "machina.model", "machina.identity", "machina.summary", "machina.preview",
-                 "machina.report", "machina.documents")
+                 "machina.report", "machina.documents", "machina.changes")
 
 #: Known violations of "nothing below cli imports machina.cli" (strict xfail: a fix shows
 #: up as XPASS, then drop the entry).

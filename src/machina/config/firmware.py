@@ -43,11 +43,13 @@ def _q(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def supports_q35(fw: Firmware) -> bool:
-    """Whether the entry's machine type patterns admit q35 (no patterns: not said)."""
+def supports_q35(fw: Firmware, machine_type: str = MACHINE_TYPE) -> bool:
+    """Whether the entry's machine type patterns admit the machine's type: q35, or the
+    version it is pinned to (no patterns: not said)."""
+    types = ((MACHINE_TYPE, MACHINE_TYPE_VERSIONED) if machine_type == MACHINE_TYPE
+             else (machine_type,))
     return not fw.machines or any(
-        fnmatch.fnmatchcase(t, pattern) for pattern in fw.machines
-        for t in (MACHINE_TYPE, MACHINE_TYPE_VERSIONED))
+        fnmatch.fnmatchcase(t, pattern) for pattern in fw.machines for t in types)
 
 
 def find_firmware(machine: Machine, host: HostFile) -> Chosen | None:
@@ -81,7 +83,7 @@ def find_firmware(machine: Machine, host: HostFile) -> Chosen | None:
         raise ConfigError(host.path, ptr + ".features",
                           f"the firmware {_q(profile)} has the feature {', '.join(extra)}, "
                           "which its name excludes", (HINT_DETECT,))
-    if not supports_q35(fw):
+    if not supports_q35(fw, machine.machine_type):
         what = "Secure Boot" if fw.secure_boot else "this firmware"
         raise ConfigError(host.path, ptr + ".machines",
                           f"{asked}: {what} needs the q35 machine type, but the firmware "

@@ -391,6 +391,20 @@ _QMP_SOCKETS = _sub({"names": _list(_socket_name), "paths": _list(_socket_path)}
 _AGENT_QEMU = _sub({"enabled": _bool, "port": _int, "port-pattern": _string}, "agent.qemu")
 
 
+MACHINE_TYPE = re.compile(r"q35|pc-q35-[0-9]{1,3}\.[0-9]{1,3}")
+
+
+def _machine_type(ctx: _Ctx, ptr: str, value: Any) -> str:
+    text = _string(ctx, ptr, value)
+    if text and not MACHINE_TYPE.fullmatch(text):
+        ctx.error(ptr, f"machine type {json.dumps(text, ensure_ascii=False)} is not a q35 "
+                  "machine type", "machina builds q35 machines: write q35 or a version "
+                  "such as pc-q35-7.2 (qemu-system-x86_64 -machine help lists them); "
+                  "machina pin NAME writes the host QEMU's current one")
+        return ""
+    return text
+
+
 def _attrs(ctx: _Ctx, ptr: str, value: Any) -> Attributes:
     f = _fields(ctx, ptr, value, {
         "firmware": _sub({"code": _volume, "vars": _volume, "profile": _string},
@@ -407,6 +421,7 @@ def _attrs(ctx: _Ctx, ptr: str, value: Any) -> Attributes:
         "privileges": _sub({"mode": _mode}, "attrs.privileges"),
         "shutdown": _sub({"timeout": _int}, "attrs.shutdown"),
         "serial": _sub({"enabled": _bool}, "attrs.serial"),
+        "machine": _sub({"type": _machine_type}, "attrs.machine"),
     }, "attrs")
     if not f:
         return Attributes()
@@ -438,6 +453,7 @@ def _attrs(ctx: _Ctx, ptr: str, value: Any) -> Attributes:
         shutdown_timeout=f.get("shutdown", {}).get("timeout", 0),
         firmware_profile=fw.get("profile", ""),
         serial=f.get("serial", {}).get("enabled", False),
+        machine_type=f.get("machine", {}).get("type", ""),
     )
 
 

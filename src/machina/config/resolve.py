@@ -16,6 +16,7 @@ Definitions D = [machine, tag1, tag2, …]; "first" means earliest in D.
 | shutdown.timeout (ours)                         | first value > 0                             |
 | firmware.profile (ours)                         | first non-empty                             |
 | serial.enabled (ours)                           | OR                                          |
+| machine.type (ours)                             | first non-empty                             |
 | volumes, connections, devices                   | concatenated in D order; a name seen before |
 |                                                 | drops the item (whole objects)              |
 
@@ -53,7 +54,7 @@ HANDLED_ATTRIBUTE_FIELDS = frozenset({
     "qmp_enabled", "qmp_names", "qmp_paths", "agent_enabled", "agent_port",
     "agent_port_pattern", "spice_enabled", "spice_port", "spice_port_pattern",
     "spice_displays", "boot", "privileges_mode", "shutdown_timeout", "firmware_profile",
-    "serial"})
+    "serial", "machine_type"})
 
 
 def union(a: Sequence[str], b: Sequence[str]) -> tuple[str, ...]:
@@ -124,6 +125,7 @@ def merge_attributes(defs: Sequence[Definition]) -> Attributes:
         shutdown_timeout=first_int("shutdown_timeout"),
         firmware_profile=first_str(a.firmware_profile for a in attrs),
         serial=any_on("serial"),
+        machine_type=first_str(a.machine_type for a in attrs),
     )
 
 

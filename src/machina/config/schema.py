@@ -77,6 +77,7 @@ class Attributes:
     shutdown_timeout: int = 0  # ours: seconds `systemctl stop` waits for the guest
     firmware_profile: str = ""  # ours: a key of the host's `firmware` map
     serial: bool = False       # ours: COM1 on QEMU's standard output (attrs.serial)
+    machine_type: str = ""     # ours: q35 or a pinned pc-q35-X.Y (attrs.machine.type)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -456,7 +456,7 @@ class _Builder:
         out.append(Opt("nodefaults"))
         out.append(Opt("nographic"))
         pflash = dict(zip(("pflash0", "pflash1"), self.pflash, strict=False))
-        out.append(opt("machine", None, ("type", "q35"),
+        out.append(opt("machine", None, ("type", m.machine_type),
                        ("vmport", "off" if self.spice else None),
                        ("smm", "on" if self.smm else None),
                        ("pflash0", pflash.get("pflash0")), ("pflash1", pflash.get("pflash1"))))

@@ -97,3 +97,51 @@ def opt(flag: str, head: str | None = None, *props: tuple[str, str | int | None]
 
 def plain(flag: str, value: str) -> Opt:
     return Opt(flag, (), value)
+
+
+# --- reading an argv back (generate --diff compares with the installed unit) -------------
+
+#: Flags machina writes without an argument, and those whose argument is taken verbatim.
+NO_ARGUMENT = frozenset({"enable-kvm", "nodefaults", "nographic", "no-user-config", "S",
+                         "no-reboot", "no-shutdown", "snapshot", "no-hpet", "daemonize"})
+PLAIN = frozenset({"kernel", "initrd", "append", "bios"})
+
+
+def split_value(text: str) -> list[str]:
+    """An option argument's elements: split at single commas, `,,` is a literal comma."""
+    parts = [p.replace("\0", ",") for p in text.replace(",,", "\0").split(",")]
+    return parts
+
+
+def parse_value(flag: str, text: str) -> Opt:
+    """One option from its flag and argument: each element `name=value` (split at the
+    first `=`) or a value-only element (an implied driver, or a flag like `hv_relaxed`).
+    Raises ValueError for what machina cannot have written."""
+    if flag in PLAIN:
+        return Opt(flag, (), text)
+    params: list[Param] = []
+    for element in split_value(text):
+        name, eq, value = element.partition("=")
+        params.append((name, value) if eq else ("", element))
+    return Opt(flag, tuple(params))
+
+
+def parse_argv(argv: list[str] | tuple[str, ...]) -> tuple[Opt, ...]:
+    """A QEMU command line (without the program) as options; raises ValueError when a
+    word is not an option or an option lacks its argument."""
+    out: list[Opt] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if not word.startswith("-") or len(word) < 2:
+            raise ValueError(f"expected a QEMU option, got {word!r}")
+        flag = word[2:] if word.startswith("--") else word[1:]
+        if flag in NO_ARGUMENT:
+            out.append(Opt(flag))
+            i += 1
+            continue
+        if i + 1 >= len(argv):
+            raise ValueError(f"-{flag} lacks its argument")
+        out.append(parse_value(flag, argv[i + 1]))
+        i += 2
+    return tuple(out)

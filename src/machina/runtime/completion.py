@@ -10,7 +10,8 @@ from machina.config.load import ConfigDir
 MACHINE_COMMANDS = {"cat", "status", "observe", "generate", "enable", "disable", "start",
                     "stop", "shutdown", "prepare", "teardown", "args", "run", "pci", "cpu"}
 FLAGS = {
-    "generate": ["--preview", "--unit-dir", "--no-reload", "--help"],
+    "generate": ["--preview", "--diff", "--json", "--accept-hardware-change", "--unit-dir",
+                 "--no-reload", "--help"],
     "shutdown": ["--system", "--wait", "--timeout", "--help"],
     "list": ["--offline", "--json", "--help"],
     "status": ["--offline", "--json", "--help"],

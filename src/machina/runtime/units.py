@@ -36,6 +36,18 @@ def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
         os.close(dfd)
 
 
+def read_installed(unit: str, unit_dir: str | None) -> str | None:
+    """The installed unit's text, None when there is none."""
+    path = os.path.join(unit_dir or SYSTEM_UNIT_DIR, unit)
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise Failure(f"cannot read the installed unit {path}: {exc.strerror or exc}") from exc
+
+
 def write_units(units: Sequence[tuple[str, str]], unit_dir: str | None, *,
                 reload: bool) -> None:
     """Write every unit (all were rendered before: nothing is written on a build error)."""

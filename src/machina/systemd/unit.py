@@ -170,3 +170,112 @@ def durations(seconds: int) -> str:
     if m:
         return f"{m}m{s}s"
     return f"{s}s"
+
+
+# --- reading units back (generate --diff compares with the installed unit) ---------------
+
+class UnitSyntaxError(ValueError):
+    """Text that is not a unit file or command line as machina writes them."""
+
+
+def parse_unit(text: str) -> list[tuple[str, str, str]]:
+    """(section, key, value) of every setting, in order (systemd.syntax(7)): comment
+    lines skipped, a line ending in a backslash continued (the backslash becomes a
+    space), values stripped."""
+    out: list[tuple[str, str, str]] = []
+    section_name = ""
+    pending: list[str] = []
+    lines = text.split("\n")
+    for n, raw in enumerate(lines):
+        line = raw.strip()
+        if pending and line[:1] in ("#", ";"):
+            continue
+        if line.endswith("\\") and n + 1 < len(lines):
+            pending.append(line[:-1] + " ")
+            continue
+        line = "".join(pending) + line
+        pending = []
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section_name = line[1:-1]
+            continue
+        key, eq, value = line.partition("=")
+        if not eq:
+            raise UnitSyntaxError(f"not a setting: {line[:60]!r}")
+        out.append((section_name, key.strip(), value.strip()))
+    return out
+
+
+_ESCAPES = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "t": "\t", "r": "\r", "a": "\a",
+            "b": "\b", "f": "\f", "v": "\v", "s": " "}
+
+
+def _unescape(text: str, i: int) -> tuple[str, int]:
+    """The C escape at text[i] (after the backslash): (character, next index)."""
+    c = text[i:i + 1]
+    if c in _ESCAPES:
+        return _ESCAPES[c], i + 1
+    for lead, digits, base in (("x", 2, 16), ("u", 4, 16), ("U", 8, 16)):
+        if c == lead:
+            return chr(int(text[i + 1:i + 1 + digits], base)), i + 1 + digits
+    if c.isdigit():
+        return chr(int(text[i:i + 3], 8)), i + 3
+    raise UnitSyntaxError(f"unknown escape \\{c}")
+
+
+def _undouble(word: str) -> str:
+    """`%%` → `%` and `$$` → `$` (machina writes no other specifier or variable)."""
+    out: list[str] = []
+    i = 0
+    while i < len(word):
+        c = word[i]
+        if c in "%$" and word[i + 1:i + 2] == c:
+            out.append(c)
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def parse_command(value: str) -> tuple[str, list[str]]:
+    """An `Exec…=` value as (prefix, argv): words split at white space, quotes and C
+    escapes decoded, `%%` and `$$` undoubled (systemd.service(5) "Command lines")."""
+    i = 0
+    while i < len(value) and value[i] in EXEC_PREFIXES:
+        i += 1
+    prefix, text = value[:i], value[i:]
+    # undouble first: `%%` and `$$` are specifier syntax, applied before word splitting
+    text = _undouble(text)
+    words: list[str] = []
+    i = 0
+    try:
+        while i < len(text):
+            if text[i].isspace():
+                i += 1
+                continue
+            word: list[str] = []
+            quote = text[i] if text[i] in "\"'" else ""
+            if quote:
+                i += 1
+            while i < len(text):
+                c = text[i]
+                if quote and c == quote:
+                    i += 1
+                    break
+                if not quote and c.isspace():
+                    break
+                if c == "\\":
+                    ch, i = _unescape(text, i + 1)
+                    word.append(ch)
+                    continue
+                word.append(c)
+                i += 1
+            else:
+                if quote:
+                    raise UnitSyntaxError("a quote is not closed")
+            words.append("".join(word))
+    except (IndexError, ValueError) as exc:
+        raise UnitSyntaxError(f"cannot read the command line: {exc}") from exc
+    return prefix, words
