@@ -14,29 +14,21 @@ import stat
 
 from machina.errors import HostError
 from machina.plan.devices import Nvram
+from machina.runtime import safepath
 
 
 def _ensure_dirs(directory: str) -> None:
-    """Create the missing directories above the NVRAM file (0755, root's); refuse a
-    symbolic link on the way (machina never follows one it did not make)."""
+    """Create the missing directories above the NVRAM file (0755, root's), each in a
+    parent opened without following links (safepath): never through a symbolic link."""
     missing: list[str] = []
     d = directory
-    while True:
-        try:
-            st = os.lstat(d)
-        except FileNotFoundError:
-            missing.append(d)
-            d = os.path.dirname(d)
-            continue
-        if not stat.S_ISDIR(st.st_mode):
-            raise HostError(f"{d} is not a directory, so the NVRAM file cannot be created "
-                            "below it", ("machina does not follow symbolic links here",))
-        break
+    while not os.path.lexists(d):
+        missing.append(d)
+        d = os.path.dirname(d)
     for d in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(d, 0o755)
-        if not stat.S_ISDIR(os.lstat(d).st_mode):
-            raise HostError(f"{d} is not a directory")
+        with safepath.open_dir_nofollow(os.path.dirname(d)) as parent, \
+                contextlib.suppress(FileExistsError):
+            os.mkdir(os.path.basename(d), 0o755, dir_fd=parent)
 
 
 def nvram_state(nvram: Nvram) -> str:
@@ -65,35 +57,37 @@ def check_template(nvram: Nvram) -> None:
 
 def create_nvram(nvram: Nvram) -> bool:
     """Copy the template to the machine's NVRAM file unless a file is there; True when
-    created. The copy is written to a temporary file and linked into place, so the NVRAM
-    file appears whole or not at all, and an existing one is never replaced."""
+    created. The copy is written to a temporary file and linked into place, in the
+    directory opened without following links, so the NVRAM file appears whole or not at
+    all, and an existing one is never replaced."""
     if nvram_state(nvram) == "present":
         return False
     check_template(nvram)
-    directory = os.path.dirname(nvram.path)
-    _ensure_dirs(directory)
-    tmp = os.path.join(directory, f".{os.path.basename(nvram.path)}.machina-new")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
+    directory, name = os.path.split(nvram.path)
+    tmp = f".{name}.machina-new"
     try:
         with open(nvram.template, "rb") as src:
             data = src.read()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, nvram.path, follow_symlinks=False)
-        except FileExistsError:
-            return False  # someone else created it meanwhile: theirs stays
+        _ensure_dirs(directory)
+        with safepath.open_dir_nofollow(directory) as d:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=d)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600, dir_fd=d)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, name, src_dir_fd=d, dst_dir_fd=d, follow_symlinks=False)
+            except FileExistsError:
+                return False  # someone else created it meanwhile: theirs stays
+            finally:
+                os.unlink(tmp, dir_fd=d)
     except OSError as exc:
         raise HostError(f"cannot create the NVRAM file {nvram.path} from {nvram.template}: "
                         f"{exc.strerror or exc}") from exc
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
     return True
