@@ -141,6 +141,15 @@ def cmd_generate(cfg: Configs, ns: argparse.Namespace) -> int:
     built = cfg.build_all(ns.machines)
     units = [(b.machine.name, render_machine_unit(b.machine, b.plan).render())
              for b in built]
+    if any(b.plan.images for b in built):
+        import os
+
+        from machina.runtime.images import check_image
+
+        for b in built:  # qcow2 headers, where reachable (prepare checks them again)
+            for image in b.plan.images:
+                if os.path.exists(image.path):
+                    check_image(cfg.host(), image)
     if ns.preview:
         sys.stdout.write(_blocks(units))
         return 0

@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from machina.config.firmware import find_firmware
-from machina.config.schema import Attributes, Connection, Definition, Device, HostFile, Volume
+from machina.config.schema import (
+    Attributes,
+    Connection,
+    Definition,
+    Device,
+    HostFile,
+    Storage,
+    Volume,
+)
 from machina.errors import MachinaError
 from machina.identity import ZERO_UUID
 from machina.model import Machine
@@ -24,6 +32,8 @@ def volume_text(v: Volume) -> str:
         notes.append(f"serial: {v.serial}")
     if v.bootable:
         notes.append("bootable")
+    if v.discard:  # ours (D21: only when set)
+        notes.append("discard")
     text = f"{v.name}: {v.storage}"
     return f"{text} ({', '.join(notes)})" if notes else text
 
@@ -78,10 +88,16 @@ def definition_lines(machine_name: str, vars: dict[str, str], attrs: Attributes,
         out.append((0, f"Sockets: {a.sockets}"))
     if a.cores > 0:
         out.append((0, f"Cores: {a.cores}"))
+    if a.threads > 0:  # ours (D21: only when set); the reference's later wording
+        out.append((0, f"Threads Per Core: {a.threads}"))
     if a.ram > 0:
         out.append((0, f"RAM: {a.ram}M"))
     if a.enlightenments:
         out.append((0, "Hyper-V Enlightenments: Enabled"))
+    if a.enlightenments_level:  # ours (D21: only when set)
+        out.append((0, f"Hyper-V Enlightenment Level: {a.enlightenments_level}"))
+    if a.pvpanic:  # ours (D21: only when set)
+        out.append((0, "Panic Device: Enabled (ISA pvpanic)"))
     if a.shutdown_timeout > 0:  # ours (D21: only when set)
         out.append((0, f"Shutdown Timeout: {a.shutdown_timeout}s"))
     if a.serial:  # ours (D21: only when set)
@@ -163,11 +179,22 @@ def tag_lines(d: Definition) -> list[tuple[int, str]]:
                             strict=False)
 
 
+def _pool_notes(pool: Storage) -> str:
+    """Ours, only when set (D21): the thin-storage settings of a pool."""
+    notes = []
+    if pool.discard:
+        notes.append("discard")
+    if pool.detect_zeroes or pool.discard:
+        notes.append(f"detect-zeroes: {pool.detect_zeroes or 'unmap'}")
+    return f" ({', '.join(notes)})" if notes else ""
+
+
 def system_summary(host: HostFile) -> str:
     out: list[tuple[int, str]] = []
     if host.storage:
         out.append((0, "Storage:"))
-        out.extend((1, f"{k}: {host.storage[k].path}") for k in _sorted(host.storage))
+        out.extend((1, f"{k}: {host.storage[k].path}{_pool_notes(host.storage[k])}")
+                   for k in _sorted(host.storage))
     if host.network:
         out.append((0, "Networks:"))
         out.extend((1, f"{k}: {host.network[k].device}") for k in _sorted(host.network))

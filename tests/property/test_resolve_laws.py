@@ -48,7 +48,7 @@ WWNS = st.one_of(st.just(Wwn()), st.just(Wwn(bytes.fromhex("5001020304050607") +
 
 volumes = st.builds(Volume, name=NAMES, storage=SMALL_TEXT, wwn=WWNS,
                     serial=st.sampled_from(["", "", "S1"]), bootable=st.booleans(),
-                    readonly=st.booleans())
+                    readonly=st.booleans(), discard=st.booleans())
 firmware_volumes = st.one_of(st.just(Volume()), volumes, st.builds(Volume, storage=SMALL_TEXT))
 connections = st.builds(Connection, name=NAMES, network=SMALL_TEXT, ip=SMALL_TEXT,
                         mac=st.sampled_from(["", "", "52:54:00:00:00:01"]))
@@ -67,6 +67,8 @@ attributes = st.builds(
     spice_displays=INTS,
     boot=st.builds(Boot, kernel=SMALL_TEXT, initrd=SMALL_TEXT, cmdline=SMALL_TEXT,
                    bios=SMALL_TEXT),
+    threads=INTS, enlightenments_level=st.sampled_from(["", "", "basic", "full"]),
+    pvpanic=st.booleans(),
 )
 definitions = st.builds(
     Definition,
@@ -140,21 +142,22 @@ def test_scalar_boolean_and_var_laws(setup: tuple[MachineFile, HostFile, list[De
         assert m.vars[k] == v
 
     # first positive int wins; zero and negative never override
-    for f in ("sockets", "cores", "ram", "agent_port", "spice_port", "spice_displays"):
+    for f in ("sockets", "cores", "ram", "agent_port", "spice_port", "spice_displays",
+              "threads"):
         assert getattr(m.attrs, f) == first_positive([getattr(a, f) for a in attrs]), f
         assert getattr(m.attrs, f) >= 0
         own = getattr(defs[0].attrs, f)
         if own > 0:
             assert getattr(m.attrs, f) == own, f"machine file must win for {f}"
 
-    for f in ("agent_port_pattern", "spice_port_pattern"):
+    for f in ("agent_port_pattern", "spice_port_pattern", "enlightenments_level"):
         assert getattr(m.attrs, f) == first_nonempty([getattr(a, f) for a in attrs]), f
     for f in ("kernel", "initrd", "cmdline", "bios"):
         assert getattr(m.attrs.boot, f) == first_nonempty(
             [getattr(a.boot, f) for a in attrs]), f
 
     # booleans: OR (a definition cannot switch off what another switched on)
-    for f in ("enlightenments", "qmp_enabled", "agent_enabled", "spice_enabled"):
+    for f in ("enlightenments", "qmp_enabled", "agent_enabled", "spice_enabled", "pvpanic"):
         assert getattr(m.attrs, f) == any(getattr(a, f) for a in attrs), f
 
     # firmware: first non-empty volume, as a whole object, not populated

@@ -327,7 +327,7 @@ def _wwn(ctx: _Ctx, ptr: str, value: Any) -> Wwn:
 def _volume(ctx: _Ctx, ptr: str, value: Any) -> Volume:
     f = _fields(ctx, ptr, value, {
         "name": _string, "storage": _string, "wwn": _wwn, "serial": _string,
-        "bootable": _bool, "readonly": _bool}, "a volume")
+        "bootable": _bool, "readonly": _bool, "discard": _bool}, "a volume")
     if not f:
         return Volume()
     name = f.get("name", "")
@@ -409,9 +409,9 @@ def _attrs(ctx: _Ctx, ptr: str, value: Any) -> Attributes:
     f = _fields(ctx, ptr, value, {
         "firmware": _sub({"code": _volume, "vars": _volume, "profile": _string},
                          "attrs.firmware"),
-        "cpu": _sub({"sockets": _int, "cores": _int}, "attrs.cpu"),
+        "cpu": _sub({"sockets": _int, "cores": _int, "threads": _int}, "attrs.cpu"),
         "memory": _sub({"ram": _int}, "attrs.memory"),
-        "enlightenments": _sub({"enabled": _bool}, "attrs.enlightenments"),
+        "enlightenments": _sub({"enabled": _bool, "level": _level}, "attrs.enlightenments"),
         "qmp": _sub({"enabled": _bool, "sockets": _QMP_SOCKETS}, "attrs.qmp"),
         "agent": _sub({"qemu": _AGENT_QEMU}, "attrs.agent"),
         "spice": _sub({"enabled": _bool, "port": _int, "port-pattern": _string,
@@ -422,6 +422,7 @@ def _attrs(ctx: _Ctx, ptr: str, value: Any) -> Attributes:
         "shutdown": _sub({"timeout": _int}, "attrs.shutdown"),
         "serial": _sub({"enabled": _bool}, "attrs.serial"),
         "machine": _sub({"type": _machine_type}, "attrs.machine"),
+        "pvpanic": _sub({"enabled": _bool}, "attrs.pvpanic"),
     }, "attrs")
     if not f:
         return Attributes()
@@ -454,7 +455,23 @@ def _attrs(ctx: _Ctx, ptr: str, value: Any) -> Attributes:
         firmware_profile=fw.get("profile", ""),
         serial=f.get("serial", {}).get("enabled", False),
         machine_type=f.get("machine", {}).get("type", ""),
+        threads=cpu.get("threads", 0),
+        enlightenments_level=f.get("enlightenments", {}).get("level", ""),
+        pvpanic=f.get("pvpanic", {}).get("enabled", False),
     )
+
+
+ENLIGHTENMENT_LEVELS = ("basic", "full")
+
+
+def _level(ctx: _Ctx, ptr: str, value: Any) -> str:
+    level = _string(ctx, ptr, value)
+    if level not in ("", *ENLIGHTENMENT_LEVELS):
+        ctx.error(ptr, f"unknown enlightenment level {json.dumps(level)}",
+                  '"basic" gives the four classic Hyper-V flags, "full" the complete set a '
+                  "modern Windows guest uses")
+        return ""
+    return level
 
 
 _DEFINITION: dict[str, Parse[Any]] = {
@@ -481,11 +498,32 @@ def _tag(ctx: _Ctx, ptr: str, value: Any) -> Definition:
     return _definition_of(f or {})
 
 
+DETECT_ZEROES = ("off", "on", "unmap")
+DISK_POOL_TYPES = ("raw", "raw-block", "qcow2")
+
+
 def _storage(ctx: _Ctx, ptr: str, value: Any) -> Storage:
     f = _fields(ctx, ptr, value, {
-        "path": _string, "pattern": _string, "type": _string, "readonly": _bool},
-        "a storage pool")
-    return Storage(**f) if f else Storage()
+        "path": _string, "pattern": _string, "type": _string, "readonly": _bool,
+        "discard": _bool, "detect-zeroes": _string}, "a storage pool")
+    if not f:
+        return Storage()
+    zeroes = f.pop("detect-zeroes", "")
+    if zeroes not in ("", *DETECT_ZEROES):
+        ctx.error(_key_ptr(ptr, "detect-zeroes"), f"unknown detect-zeroes mode "
+                  f"{json.dumps(zeroes)}", 'use "off", "on" or "unmap" (unmap needs '
+                  '"discard": true)')
+        zeroes = ""
+    if zeroes == "unmap" and not f.get("discard"):
+        ctx.error(_key_ptr(ptr, "detect-zeroes"), 'detect-zeroes "unmap" needs "discard": '
+                  "true", "QEMU turns written zeroes into discards only where discards reach "
+                  "the storage")
+    if (f.get("discard") or zeroes) and f.get("type", "") not in DISK_POOL_TYPES:
+        ctx.error(_key_ptr(ptr, "discard" if f.get("discard") else "detect-zeroes"),
+                  f'a pool of type {json.dumps(f.get("type", ""))} holds no writable disk',
+                  "discard and detect-zeroes apply to pools of type "
+                  + ", ".join(DISK_POOL_TYPES))
+    return Storage(**f, detect_zeroes=zeroes)
 
 
 def _network(ctx: _Ctx, ptr: str, value: Any) -> Network:

@@ -17,6 +17,9 @@ Definitions D = [machine, tag1, tag2, …]; "first" means earliest in D.
 | firmware.profile (ours)                         | first non-empty                             |
 | serial.enabled (ours)                           | OR                                          |
 | machine.type (ours)                             | first non-empty                             |
+| cpu.threads (ours)                              | first value > 0                             |
+| enlightenments.level (ours)                     | first non-empty                             |
+| pvpanic.enabled (ours)                          | OR                                          |
 | volumes, connections, devices                   | concatenated in D order; a name seen before |
 |                                                 | drops the item (whole objects)              |
 
@@ -54,7 +57,7 @@ HANDLED_ATTRIBUTE_FIELDS = frozenset({
     "qmp_enabled", "qmp_names", "qmp_paths", "agent_enabled", "agent_port",
     "agent_port_pattern", "spice_enabled", "spice_port", "spice_port_pattern",
     "spice_displays", "boot", "privileges_mode", "shutdown_timeout", "firmware_profile",
-    "serial", "machine_type"})
+    "serial", "machine_type", "threads", "enlightenments_level", "pvpanic"})
 
 
 def union(a: Sequence[str], b: Sequence[str]) -> tuple[str, ...]:
@@ -126,6 +129,9 @@ def merge_attributes(defs: Sequence[Definition]) -> Attributes:
         firmware_profile=first_str(a.firmware_profile for a in attrs),
         serial=any_on("serial"),
         machine_type=first_str(a.machine_type for a in attrs),
+        threads=first_int("threads"),
+        enlightenments_level=first_str(a.enlightenments_level for a in attrs),
+        pvpanic=any_on("pvpanic"),
     )
 
 

@@ -23,6 +23,7 @@ class Volume:
     serial: str = ""
     bootable: bool = False
     readonly: bool = False  # ours (decisions D16)
+    discard: bool = False   # ours: as if the volume's pool had "discard": true
 
     @property
     def is_empty(self) -> bool:
@@ -78,6 +79,9 @@ class Attributes:
     firmware_profile: str = ""  # ours: a key of the host's `firmware` map
     serial: bool = False       # ours: COM1 on QEMU's standard output (attrs.serial)
     machine_type: str = ""     # ours: q35 or a pinned pc-q35-X.Y (attrs.machine.type)
+    threads: int = 0           # ours: -smp threads= (attrs.cpu.threads)
+    enlightenments_level: str = ""  # ours: "" or "basic" (the 4 flags), "full" (later.md §7)
+    pvpanic: bool = False      # ours: the ISA pvpanic device (attrs.pvpanic.enabled)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,6 +112,8 @@ class Storage:
     pattern: str = ""
     type: str = ""
     readonly: bool = False
+    discard: bool = False      # ours: discard=unmap on the volume's nodes (thin storage)
+    detect_zeroes: str = ""    # ours: "", "off", "on" or "unmap" (default with discard: unmap)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

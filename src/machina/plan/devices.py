@@ -13,7 +13,7 @@ from functools import partial
 
 from machina import identity
 from machina.config.firmware import Chosen, default_nvram, find_firmware
-from machina.config.load import _key_ptr
+from machina.config.load import DISK_POOL_TYPES, _key_ptr
 from machina.config.patterns import clean_path, expand, join_path, mapping_lookup, parse_port
 from machina.config.resolve import union
 from machina.config.schema import HostFile, Storage, Volume
@@ -27,6 +27,15 @@ DEFAULT_UP = "/usr/bin/machina-ifup"
 DEFAULT_DOWN = "/usr/bin/machina-ifdown"
 QXL_MEMORY = 67108864
 SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with the final NUL
+POOL_TYPES = ("raw", "raw-block", "qcow2", "iso-ahci", "iso-scsi", "iso-usb", "firmware")
+
+#: attrs.enlightenments.level "full" (ours): the reference's later set (spec/later.md §7),
+#: without its vendor-specific extras (hv-avic for AMD, hv-evmcs for Intel): those need the
+#: host CPU's vendor, which generation does not read.
+HYPERV_FULL = ("hv-relaxed", "hv-vapic", "hv-spinlocks=0x1fff", "hv-vpindex", "hv-runtime",
+               "hv-time", "hv-synic", "hv-stimer", "hv-tlbflush", "hv-ipi", "hv-frequencies",
+               "hv-reenlightenment", "hv-stimer-direct", "hv-emsr-bitmap", "hv-xmm-input",
+               "hv-tlbflush-ext", "hv-tlbflush-direct")
 _QEMU_ID = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
 
 
@@ -143,6 +152,17 @@ SANDBOX = (("obsolete", "deny"), ("elevateprivileges", "deny"), ("spawn", "deny"
 
 
 @dataclass(frozen=True, slots=True)
+class Image:
+    """A qcow2 volume: its backing chain must stay in its pool. Generation reads no file,
+    so `prepare` (and `generate`, where the file is reachable) read the headers."""
+
+    path: str
+    pool: str          # the pool's name
+    pool_path: str     # the pool's path: every file of the chain must be below it
+    volume: str
+
+
+@dataclass(frozen=True, slots=True)
 class Nvram:
     """The machine's own UEFI variables: `prepare` copies the template when the file is
     missing, and never touches an existing file (it holds the machine's boot entries and
@@ -166,7 +186,8 @@ class Plan:
     mdevs: list[tuple[str, str, str]] = field(default_factory=list)  # (class, name, uuid)
     files: list[FileUse] = field(default_factory=list)
     taps: list[Tap] = field(default_factory=list)
-    isa: list[Opt] = field(default_factory=list)  # devices outside PCIe (ours: COM1)
+    isa: list[Opt] = field(default_factory=list)  # devices outside PCIe (ours: COM1, pvpanic)
+    images: list[Image] = field(default_factory=list)  # qcow2 images: prepare checks them
     nvram: Nvram | None = None
     firmware: Chosen | None = None
 
@@ -179,6 +200,12 @@ class Plan:
 
 def _nic(bus: str, *, mac: str, netdev: str) -> Opt:
     return opt("device", "virtio-net-pci", ("bus", bus), ("mac", mac), ("netdev", netdev))
+
+
+def _virtio_blk(bus: str, *, id: str, drive: str, serial: str, bootindex: int | None) -> Opt:
+    return opt("device", "virtio-blk-pci", ("id", id), ("bus", bus),
+               ("iothread", "iothread.0"), ("num-queues", 4), ("drive", drive),
+               ("serial", serial or None), ("bootindex", bootindex))
 
 
 def _vfio(bus: str, *, id: str, sysfs: str) -> Opt:
@@ -198,6 +225,7 @@ class _Builder:
         self.mons: list[str] = []
         self.spice: Opt | None = None
         self.smm = False
+        self.blocks = 0  # virtio-blk devices (raw-block volumes)
 
     # block nodes
     def _add_node(self, name: str, what: str, props: list[tuple[str, str | int | None]],
@@ -211,17 +239,23 @@ class _Builder:
         self.plan.blockdevs.append(opt("blockdev", None, ("driver", driver),
                                        ("node-name", node_name(name)), *props))
 
-    def file_node(self, name: str, path: str, readonly: bool) -> None:
+    def file_node(self, name: str, path: str, readonly: bool, *, driver: str = "file",
+                  discard: bool = False) -> None:
         if path == "":
             raise PlanError(
                 f'an empty path was provided when creating the "{name}" file protocol node')
         self.plan.files.append(FileUse(path, not readonly))
         self._add_node(name, "file protocol", [("read-only", "on" if readonly else None),
-                                               ("filename", path)], "file")
+                                               ("discard", "unmap" if discard else None),
+                                               ("filename", path)], driver)
 
-    def format_node(self, name: str, file: str, readonly: bool) -> None:
-        self._add_node(name, "raw format", [("read-only", "on" if readonly else None),
-                                            ("file", node_name(file))], "raw")
+    def format_node(self, name: str, file: str, readonly: bool, *, driver: str = "raw",
+                    discard: bool = False, detect_zeroes: str = "") -> None:
+        self._add_node(name, f"{driver} format", [
+            ("read-only", "on" if readonly else None),
+            ("discard", "unmap" if discard else None),
+            ("detect-zeroes", detect_zeroes or None),
+            ("file", node_name(file))], driver)
 
     def iothread(self) -> None:
         if self.plan.iothreads == 0:
@@ -235,12 +269,22 @@ class _Builder:
                             f"{volume.storage}",
                             ("storage pools are defined in machina.conf.json at $.storage",),
                             ("volumes", volume.name, "storage"))
-        if pool.type not in ("raw", "iso-ahci", "iso-scsi", "iso-usb", "firmware"):
+        if pool.type not in POOL_TYPES:
             raise PlanError(f'storage pool "{volume.storage}" has storage type "{pool.type}" '
                             "which has no handler defined",
-                            ("a pool's type is one of raw, iso-ahci, iso-scsi, iso-usb, "
-                             "firmware",))
+                            ("a pool's type is one of " + ", ".join(POOL_TYPES),))
+        if volume.discard and pool.type not in DISK_POOL_TYPES:
+            raise PlanError(f'volume {volume.name} asks for discard, but its pool '
+                            f'"{volume.storage}" of type "{pool.type}" holds no writable disk',
+                            ("discard applies to volumes on pools of type "
+                             + ", ".join(DISK_POOL_TYPES),), ("volumes", volume.name, "discard"))
         return volume.storage, pool
+
+    def next_boot(self, volume: Volume) -> int | None:
+        if not volume.bootable:
+            return None
+        self.boot_index += 1
+        return self.boot_index
 
     def firmware_node(self, volume: Volume, pool: Storage) -> str:
         return volume.name if pool.readonly or volume.readonly else f"{self.m.name}-{volume.name}"
@@ -257,25 +301,39 @@ class _Builder:
                  "lead out of the pool (no \"..\")",))
         m, v = self.m.name, volume.name
         readonly = pool.readonly or volume.readonly
+        # ours, opt-in (D21): thin storage passes the guest's discards on
+        discard = pool.discard or volume.discard
+        zeroes = pool.detect_zeroes or ("unmap" if discard else "")
         match pool.type:
-            case "raw":
+            case "raw" | "qcow2":
                 if not volume.wwn.is_zero and volume.wwn.naa == 6:
                     raise PlanError(
                         f"volume {v} has a 16-byte world wide name ({volume.wwn.display()}), "
                         "which QEMU cannot present", ("QEMU's wwn property is 64 bits: use an "
                                                       "8-byte WWN (NAA type 5)",))
-                self.file_node(f"{m}-{v}-file", path, readonly)
+                self.file_node(f"{m}-{v}-file", path, readonly, discard=discard)
                 self.iothread()
                 self.topo.controller("scsi")
-                self.format_node(f"{m}-{v}", f"{m}-{v}-file", readonly)
-                boot = None
-                if volume.bootable:
-                    self.boot_index += 1
-                    boot = self.boot_index
+                self.format_node(f"{m}-{v}", f"{m}-{v}-file", readonly, driver=pool.type,
+                                 discard=discard, detect_zeroes=zeroes)
+                if pool.type == "qcow2":
+                    self.plan.images.append(Image(path, pool_name, pool.path, v))
                 self.topo.add_scsi(
                     "scsi-hd", node_name(f"{m}-{v}"),
                     ("wwn", None if volume.wwn.is_zero else volume.wwn.display()),
-                    ("serial", volume.serial or None), ("bootindex", boot))
+                    ("serial", volume.serial or None), ("bootindex", self.next_boot(volume)))
+            case "raw-block":
+                # a block device (zvol, LV, disk): its own root port and virtio-blk, as
+                # the reference's later raw-block (spec/later.md §4); no WWN there
+                self.file_node(f"{m}-{v}-file", path, readonly, driver="host_device",
+                               discard=discard)
+                self.iothread()
+                self.format_node(f"{m}-{v}", f"{m}-{v}-file", readonly, discard=discard,
+                                 detect_zeroes=zeroes)
+                self.topo.add_device(partial(
+                    _virtio_blk, id=f"block.{self.blocks}", drive=node_name(f"{m}-{v}"),
+                    serial=volume.serial, bootindex=self.next_boot(volume)))
+                self.blocks += 1
             case "iso-ahci":
                 self.file_node(v, path, True)
                 self.topo.add_sata_cd(node_name(v))
@@ -408,6 +466,13 @@ class _Builder:
         self.plan.isa.append(opt("device", "isa-serial", ("id", "com1"),
                                       ("chardev", "console.0")))
 
+    def pvpanic(self) -> None:
+        """The ISA pvpanic device (ours, opt-in): I/O port 0x505, no PCI address, so
+        enabling it moves no other device (the reference's later pvpanic-pci took topology
+        index 0 and shifted every PCI address by one)."""
+        if self.m.attrs.pvpanic:
+            self.plan.isa.append(opt("device", "pvpanic", ("id", "pvpanic")))
+
     def connections(self) -> None:
         for i, conn in enumerate(self.m.connections):
             network = self.host.network.get(conn.network)
@@ -461,13 +526,16 @@ class _Builder:
                        ("smm", "on" if self.smm else None),
                        ("pflash0", pflash.get("pflash0")), ("pflash1", pflash.get("pflash1"))))
         hv: list[tuple[str, str | int | None]] = []
-        if a.enlightenments:
+        if a.enlightenments and a.enlightenments_level == "full":
+            hv = [(k, v) for k, _, v in (f.partition("=") for f in HYPERV_FULL)]
+        elif a.enlightenments:
             hv = [("hv_relaxed", ""), ("hv_spinlocks", "0x1fff"), ("hv_vapic", ""),
                   ("hv_time", "")]
         out.append(opt("cpu", q.cpu or "host", *hv))
-        if a.sockets > 0 or a.cores > 0:
+        if a.sockets > 0 or a.cores > 0 or a.threads > 0:
             out.append(opt("smp", None, ("sockets", a.sockets if a.sockets > 0 else None),
-                           ("cores", a.cores if a.cores > 0 else None)))
+                           ("cores", a.cores if a.cores > 0 else None),
+                           ("threads", a.threads if a.threads > 0 else None)))
         out.append(opt("m", None, ("size", f"{a.ram}M")))
         out.append(opt("rtc", None, ("base", "utc"), ("clock", "host"), ("driftfix", "slew")))
         out.extend(opt("mon", None, ("chardev", c), ("mode", "control")) for c in self.mons)
@@ -504,6 +572,7 @@ class _Builder:
         self.agent()
         self.spice_step()
         self.serial()
+        self.pvpanic()
         for volume in self.m.volumes:
             self.apply_volume(volume)
         self.connections()

@@ -12,6 +12,7 @@ from machina.config.schema import HostFile
 from machina.core import Built
 from machina.errors import HostError, MachinaError
 from machina.model import Machine
+from machina.plan.devices import FileUse
 from machina.runtime import mdev, net, nvram
 
 
@@ -41,6 +42,12 @@ def plan_prepare(host: HostFile, b: Built) -> list[HostAction]:
     without a bridge) raise here, before anything is changed."""
     m = b.machine
     actions: list[HostAction] = []
+    chain: list[FileUse] = []
+    if b.plan.images:
+        from machina.runtime import images
+
+        for image in b.plan.images:  # before anything changes: a bad chain stops here
+            chain += images.check_image(host, image)
     nv = b.plan.nvram
     new_nvram = ""
     if nv is not None and nvram.nvram_state(nv) == "missing":
@@ -58,7 +65,7 @@ def plan_prepare(host: HostFile, b: Built) -> list[HostAction]:
     if m.least:
         from machina.runtime import access
 
-        for use in b.plan.files:
+        for use in [*b.plan.files, *chain]:
             if use.path == new_nvram:
                 actions.append(HostAction(
                     f"give {use.path} to the group {m.group_name} ({m.group_id}): "
