@@ -231,6 +231,27 @@ def cmd_status(cfg: Configs, ns: argparse.Namespace) -> int:
     return commands.status(cfg, ns)
 
 
+def cmd_check(cfg: Configs, ns: argparse.Namespace) -> int:
+    from machina.fleet import problem_data
+    from machina.report import document
+    from machina.runtime.check import check, render_check_text
+
+    dirs: list[str | None] = list(ns.fleet) if ns.fleet else [cfg.where.root]
+    result = check(dirs, offline=ns.offline)
+    if ns.json:
+        sys.stdout.write(document(not result.problems, errors=[], offline=ns.offline,
+                                  machines=result.machines,
+                                  problems=[problem_data(p) for p in result.problems],
+                                  skipped=result.skipped))
+    else:
+        sys.stdout.write(render_check_text(result))
+    if not result.problems:
+        return 0
+    n = len(result.problems)
+    sys.stderr.write(f"{prog_name()}: error: check found {n} problem{'s' if n != 1 else ''}\n")
+    return 1
+
+
 def cmd_gen_id(cfg: Configs, ns: argparse.Namespace) -> int:
     from machina.identity import random_machine_id
 
@@ -257,7 +278,7 @@ def _runtime(name: str) -> Callable[[Configs, argparse.Namespace], int]:
 # --- the parser --------------------------------------------------------------------------
 
 #: The commands that print a JSON document with --json (docs/json.md).
-JSON_COMMANDS = ("list", "status", "cat", "generate")
+JSON_COMMANDS = ("list", "status", "cat", "generate", "check")
 
 HANDLERS: dict[str, Callable[[Configs, argparse.Namespace], int]] = {
     "args": cmd_args,
@@ -265,6 +286,7 @@ HANDLERS: dict[str, Callable[[Configs, argparse.Namespace], int]] = {
     "generate": cmd_generate,
     "list": cmd_list,
     "status": cmd_status,
+    "check": cmd_check,
     "gen-id": cmd_gen_id,
     "gen-mac": cmd_gen_mac,
     "preview": cmd_preview,
@@ -391,6 +413,13 @@ def build_parser(prog: str, only: str | None = None) -> Parser:
         if name in ("list", "status"):
             p.add_argument("--offline", action="store_true",
                            help="Do not ask systemd for the units' states.")
+        if name == "check":
+            p.add_argument("--offline", action="store_true",
+                           help="Check the configs only, not this host's bridges, pools and "
+                                "files.")
+            p.add_argument("--fleet", nargs="+", metavar="DIR",
+                           help="Check the config directories of several hosts together "
+                                "(MACs on networks of the same name, machine ids).")
         if name in JSON_COMMANDS:
             p.add_argument("--json", action="store_true",
                            help="Print one JSON document (docs/json.md) instead of text.")

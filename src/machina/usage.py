@@ -60,6 +60,8 @@ COMMANDS: list[tuple[str, str, str, str]] = [
      "they would become, writing nothing (for the web console).", ""),
     ("firmware", "", "Fills the host config's firmware section from QEMU's firmware "
      "descriptors.", ""),
+    ("check", "", "Checks that every machine builds, that no MAC, port, UUID, WWN, serial, "
+     "tap, unit or writable file is used twice, and that the host has what they need.", ""),
     ("gen-id", "", "Generate a random machine identifier.", ""),
     ("gen-mac", "", "Generate a random MAC hardware address.", ""),
     ("args", "<machines> ...", "Displays the QEMU arguments for virtual machines.",

@@ -20,7 +20,8 @@ rank 0.
 |      | changes                                   | unit changes read back and classified   |
 | 4    | plan.devices                              | model + host → QEMU options             |
 | 5    | systemd.render, summary, core, usage,     | units, `cat` text, command glue, the    |
-|      | documents                                 | command table and parser class, --json  |
+|      | documents, fleet                          | command table and parser class, --json, |
+|      |                                           | identifiers that must be unique         |
 | 6    | runtime.*, preview                        | everything that touches the host;       |
 |      |                                           | candidate configs → errors and views    |
 | 7    | cli                                       | argv parsing, printing, exit codes      |
@@ -47,7 +48,7 @@ RANKS: dict[str, int] = {
     "machina.config.firmware": 3,
     "machina.plan.devices": 4,
     "machina.systemd.render": 5, "machina.summary": 5, "machina.core": 5, "machina.usage": 5,
-    "machina.report": 1, "machina.preview": 6, "machina.documents": 5,
+    "machina.report": 1, "machina.preview": 6, "machina.documents": 5, "machina.fleet": 5,
     "machina.changes": 3,
     "machina.runtime": 6,  # and every machina.runtime.* module
     "machina.cli": 7, "machina.__main__": 8,
@@ -58,7 +59,8 @@ RANKS: dict[str, int] = {
 #: Modules that must stay pure (STYLE §1): no host effects.
 PURE_PREFIXES = ("machina.plan", "machina.config", "machina.qemu", "machina.systemd",
                  "machina.model", "machina.identity", "machina.summary", "machina.preview",
-                 "machina.report", "machina.documents", "machina.changes")
+                 "machina.report", "machina.documents", "machina.changes",
+                 "machina.fleet")
 
 #: Known violations of "nothing below cli imports machina.cli" (strict xfail: a fix shows
 #: up as XPASS, then drop the entry).

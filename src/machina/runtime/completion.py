@@ -16,6 +16,7 @@ FLAGS = {
     "list": ["--offline", "--json", "--help"],
     "status": ["--offline", "--json", "--help"],
     "cat": ["--json", "--help"],
+    "check": ["--json", "--offline", "--fleet", "--help"],
 }
 
 

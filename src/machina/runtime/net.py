@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from machina.errors import HostError
@@ -34,6 +35,21 @@ def _bridge(ipr: Any, bridge: str) -> int:
     if _kind(ipr, index) != "bridge":
         raise HostError(f'network link "{bridge}" is not a bridge')
     return index
+
+
+def bridge_problems(bridges: Sequence[str]) -> dict[str, HostError]:
+    """The bridges that do not exist or are not bridges (`check`), with one netlink
+    socket for all of them."""
+    if not bridges:
+        return {}
+    out: dict[str, HostError] = {}
+    with _ipr() as ipr:
+        for bridge in bridges:
+            try:
+                _bridge(ipr, bridge)
+            except HostError as exc:
+                out[bridge] = exc
+    return out
 
 
 def link_connect(link: str, bridge: str) -> None:

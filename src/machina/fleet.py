@@ -1,0 +1,139 @@
+"""What must be unique among machines (`machina check`): on one host, and across the hosts
+of a fleet. Pure: the machines are built already; `runtime/check.py` adds host facts.
+
+| kind      | unique among                                   | why                                 |
+|-----------|------------------------------------------------|-------------------------------------|
+| mac       | a host's NICs; NICs on same-named networks of  | two NICs with one MAC on one L2     |
+|           | the fleet's hosts                              | network steal each other's frames   |
+| port      | a host's SPICE and guest-agent ports           | both listen on the host's 127.0.0.1 |
+| uuid      | machine ids, on a host and across the fleet    | every derived identifier hashes it  |
+| wwn       | a host's disks                                 | multipath and guests identify disks |
+| serial    | a host's disks                                 | by them                             |
+| tap       | a host's tap names                             | one kernel interface each           |
+| unit      | a host's systemd units (companions included)   | one unit file each                  |
+| mdev-uuid | a host's mediated devices                      | one sysfs device each               |
+| volume    | a host's writable files (disks, NVRAM)         | two writers corrupt a disk          |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from machina import identity
+from machina.model import Machine
+from machina.plan.devices import Plan, effective_port
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Problem:
+    """One finding of `check` (docs/json.md `check --json` PROBLEM)."""
+
+    kind: str
+    message: str
+    value: str | None = None
+    machines: tuple[str, ...] = ()
+    severity: str = "error"
+    file: str | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Member:
+    """A built machine of one host config directory."""
+
+    host: str               # the host's config directory, as given
+    label: str              # how problems name the machine: NAME, or DIR:NAME in a fleet
+    file: str
+    machine: Machine
+    plan: Plan
+    units: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Use:
+    """One use of an identifier: by which machine, as what (a NIC, a disk, …)."""
+
+    member: Member
+    item: str
+
+
+@dataclass
+class _Index:
+    uses: dict[tuple[str, str, str], list[_Use]] = field(default_factory=dict)
+
+    def add(self, kind: str, scope: str, value: str, member: Member, item: str) -> None:
+        self.uses.setdefault((kind, scope, value), []).append(_Use(member, item))
+
+
+WHAT = {"mac": "MAC address", "port": "port", "uuid": "machine id", "wwn": "WWN",
+        "serial": "disk serial", "tap": "tap name", "unit": "systemd unit",
+        "mdev-uuid": "mediated-device UUID", "volume": "writable file"}
+
+
+def _ports(m: Machine) -> Iterable[tuple[str, int]]:
+    a = m.attrs
+    for enabled, what, port, pattern in (
+            (a.spice_enabled, "SPICE", a.spice_port, a.spice_port_pattern),
+            (a.agent_enabled, "guest agent", a.agent_port, a.agent_port_pattern)):
+        if enabled:
+            yield what, effective_port(port, pattern, m.vars, strict=True)
+
+
+def _index_member(index: _Index, x: Member, fleet: bool) -> None:
+    m, host = x.machine, x.host
+    for c in m.connections:
+        index.add("mac", host, c.mac.lower(), x, f"connection {c.name}")
+        if fleet:
+            index.add("mac", f"network {c.network}", c.mac.lower(), x, f"connection {c.name}")
+        index.add("tap", host, identity.link_name(m.name, c.name), x, f"connection {c.name}")
+    for what, port in _ports(m):
+        index.add("port", host, str(port), x, what)
+    index.add("uuid", host, str(m.id), x, "id")
+    if fleet:
+        index.add("uuid", "fleet", str(m.id), x, "id")
+    for v in m.volumes:
+        if not v.wwn.is_zero:
+            index.add("wwn", host, v.wwn.display(), x, f"volume {v.name}")
+        if v.serial:
+            index.add("serial", host, v.serial, x, f"volume {v.name}")
+    for unit in x.units:
+        index.add("unit", host, unit, x, "unit")
+    for d in m.devices:
+        index.add("mdev-uuid", host, str(d.id), x, f"device {d.name}")
+    for f in dict.fromkeys(f.path for f in x.plan.files if f.writable):
+        index.add("volume", host, f, x, "writable file")
+
+
+def find_collisions(members: Sequence[Member]) -> list[Problem]:
+    """Every identifier that two uses share (two machines, or two items of one machine).
+
+    Across hosts (a fleet of several config directories) only MACs on networks of the
+    same name and machine ids are compared; the rest is per host."""
+    fleet = len({x.host for x in members}) > 1
+    index = _Index()
+    for x in members:
+        _index_member(index, x, fleet)
+    problems: list[Problem] = []
+    for (kind, scope, value), uses in index.uses.items():
+        if len(uses) < 2:
+            continue
+        if ((scope == "fleet" or scope.startswith("network "))
+                and len({u.member.host for u in uses}) < 2):
+            continue  # the per-host scope reports it
+        labels = tuple(dict.fromkeys(u.member.label for u in uses))
+        where = "; ".join(f"{u.member.label} ({u.item})" for u in uses)
+        scope_text = ("on the fleet's networks named " + scope.split(" ", 1)[1]
+                      if scope.startswith("network ") else
+                      "across the fleet" if scope == "fleet" else "on one host")
+        problems.append(Problem(
+            kind=kind, value=value, machines=labels, file=uses[-1].member.file,
+            message=f"{WHAT[kind]} {value} is used {len(uses)} times {scope_text}: {where}"))
+    return sorted(problems, key=lambda p: (p.kind, p.value or "", p.machines))
+
+
+def problem_data(p: Problem) -> dict[str, object]:
+    """A PROBLEM of docs/json.md (`check --json`)."""
+    return {"kind": p.kind, "severity": p.severity, "value": p.value,
+            "machines": list(p.machines), "message": p.message, "file": p.file,
+            "path": p.path}

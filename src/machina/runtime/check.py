@@ -1,0 +1,154 @@
+"""`machina check`: every machine builds, nothing collides (fleet.py), and, on the host
+where it runs, the host has what the machines need: bridges, pools, files, and in
+least-privilege mode files the machine's group can use (access.py)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from machina.config.load import ConfigDir
+from machina.core import Configs
+from machina.errors import MachinaError
+from machina.fleet import Member, Problem, find_collisions
+from machina.report import error_entries
+from machina.systemd.render import machine_units
+
+
+@dataclass
+class CheckResult:
+    machines: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _build_problems(exc: MachinaError, file: str, label: str | None) -> list[Problem]:
+    out = []
+    for e in error_entries(exc, file):
+        out.append(Problem(kind="build", message=str(e["message"]),
+                           machines=(label,) if label else (),
+                           file=e["file"] if isinstance(e["file"], str) else file,
+                           path=e["path"] if isinstance(e["path"], str) else None))
+    return out
+
+
+def _members(where: str | None, fleet: bool, result: CheckResult) -> tuple[
+        Configs, list[Member]]:
+    cfg = Configs(ConfigDir(where))
+    members: list[Member] = []
+    try:
+        cfg.host()
+    except MachinaError as exc:
+        result.problems.extend(_build_problems(exc, cfg.where.host_path(), None))
+        return cfg, members
+    for name in cfg.where.machine_names():
+        label = f"{where}:{name}" if fleet else name
+        file = cfg.where.machine_path(name)
+        result.machines += 1
+        try:
+            b = cfg.build(name)
+        except MachinaError as exc:
+            result.problems.extend(_build_problems(exc, file, label))
+            continue
+        members.append(Member(host=where or "", label=label, file=file, machine=b.machine,
+                              plan=b.plan, units=machine_units(b.machine)))
+    return cfg, members
+
+
+def _host_facts(cfg: Configs, members: Sequence[Member], result: CheckResult) -> None:
+    from machina.runtime import access, net
+
+    host = cfg.host()
+    # bridges: every network a machine connects to
+    users: dict[str, list[str]] = {}
+    for x in members:
+        for c in x.machine.connections:
+            users.setdefault(host.network[c.network].device, []).append(x.label)
+    try:
+        missing = net.bridge_problems(sorted(users))
+    except MachinaError as exc:
+        result.skipped.append(f"bridges ({exc})")
+        missing = {}
+    for bridge, problem in missing.items():
+        result.problems.append(Problem(kind="bridge", value=bridge, file=host.path,
+                                       machines=tuple(dict.fromkeys(users[bridge])),
+                                       message=str(problem)))
+    # pools: every pool a machine's volume is on
+    pools: dict[str, list[str]] = {}
+    for x in members:
+        for v in x.machine.volumes:
+            pools.setdefault(v.storage, []).append(x.label)
+    for name, labels in pools.items():
+        path = host.storage[name].path
+        if path and not os.path.isdir(path):
+            result.problems.append(Problem(
+                kind="pool", value=name, file=host.path, path=f"/storage/{name}/path",
+                machines=tuple(dict.fromkeys(labels)),
+                message=f"storage pool {name}: the directory {path} does not exist"))
+    # files: they exist, and the machine's group can use them (least privilege)
+    for x in members:
+        nvram = x.plan.nvram
+        for use in {u.path: u for u in x.plan.files}.values():
+            if not os.path.lexists(use.path):
+                if nvram is not None and use.path == nvram.path:
+                    if os.path.exists(nvram.template):
+                        continue  # prepare creates it from the template
+                    message = (f"{use.path} does not exist, nor its template "
+                               f"{nvram.template}")
+                else:
+                    message = f"{use.path} does not exist"
+                result.problems.append(Problem(kind="file", value=use.path,
+                                               machines=(x.label,), file=x.file,
+                                               message=message))
+                continue
+            if x.machine.least:
+                verdict = access.judge(x.machine, use)
+                if verdict.problem is not None:
+                    hints = "; ".join(verdict.problem.hints)
+                    result.problems.append(Problem(
+                        kind="access", value=use.path, machines=(x.label,), file=x.file,
+                        message=str(verdict.problem) + (f" ({hints})" if hints else "")))
+
+
+def check(dirs: Sequence[str | None], *, offline: bool) -> CheckResult:
+    """Check the machines of one or more host config directories."""
+    result = CheckResult()
+    fleet = len(dirs) > 1
+    everyone: list[Member] = []
+    for where in dirs:
+        cfg, members = _members(where, fleet, result)
+        everyone.extend(members)
+        if offline:
+            continue
+        if fleet:
+            continue
+        try:
+            cfg.host()
+        except MachinaError:
+            continue
+        _host_facts(cfg, members, result)
+    if offline:
+        result.skipped.append("host facts (--offline): bridges, pools, files, access")
+    elif fleet:
+        result.skipped.append("host facts (--fleet: the configs of several hosts): bridges, "
+                              "pools, files, access")
+    result.problems.extend(find_collisions(everyone))
+    return result
+
+
+def render_check_text(result: CheckResult) -> str:
+    """The table for people: kind, machines, message; then a summary line."""
+    rows = [(p.kind, ", ".join(p.machines) or "-", p.message) for p in result.problems]
+    width = [max((len(r[i]) for r in rows), default=0) for i in (0, 1)]
+    width = [max(w, len(h)) for w, h in zip(width, ("KIND", "MACHINES"), strict=True)]
+    out = []
+    if rows:
+        out.append(f"{'KIND':<{width[0]}}  {'MACHINES':<{width[1]}}  PROBLEM\n")
+        out.extend(f"{k:<{width[0]}}  {m:<{width[1]}}  {msg}\n" for k, m, msg in rows)
+    for s in result.skipped:
+        out.append(f"skipped: {s}\n")
+    n = len(result.problems)
+    out.append(f"{result.machines} machine{'s' if result.machines != 1 else ''} checked: "
+               + (f"{n} problem{'s' if n != 1 else ''}" if n else "no problems") + "\n")
+    return "".join(out)
