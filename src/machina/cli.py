@@ -166,6 +166,11 @@ def cmd_generate(cfg: Configs, ns: argparse.Namespace) -> int:
     from machina.runtime import access
     from machina.runtime import units as unitfiles
 
+    conflicts = cfg.conflicts(built)
+    if conflicts:
+        errors = [c.error() for c in conflicts]
+        raise Failure("\n".join(e.message for e in errors),
+                      tuple(dict.fromkeys(h for e in errors for h in e.hints)))
     for b in built:
         if b.machine.least:
             if ns.unit_dir is None:

@@ -10,6 +10,7 @@ from machina.config.resolve import resolve_machine
 from machina.config.schema import HostFile, MachineFile
 from machina.errors import MachinaError, wrap
 from machina.model import Machine
+from machina.plan.conflicts import Conflict, host_conflicts
 from machina.plan.devices import Plan, plan_machine
 
 
@@ -65,3 +66,25 @@ class Configs:
     def build_all(self, args: list[str]) -> list[Built]:
         self.host()
         return [self.build(a) for a in args]
+
+    def build_host(self, built: list[Built]) -> list[Built]:
+        """`built` and every other machine of the config directory that builds (another
+        machine's own errors are reported when it is built itself, not here)."""
+        done = {b.arg for b in built} | {b.machine.name for b in built}
+        every = list(built)
+        for name in self.where.machine_names():
+            if name in done:
+                continue
+            try:
+                every.append(self.build(name))
+            except MachinaError:
+                continue
+        return every
+
+    def conflicts(self, built: list[Built]) -> list[Conflict]:
+        """What the built machines share with another machine of the host (a writable
+        file, a tap name, a QMP socket): `generate` refuses them (issue 7)."""
+        mine = {b.machine.name for b in built}
+        return [c for c in host_conflicts([(b.machine, b.plan)
+                                           for b in self.build_host(built)])
+                if mine & set(c.machines)]

@@ -106,10 +106,18 @@ def open_nofollow(path: str) -> Iterator[Leaf]:
 
 @contextmanager
 def open_dir_nofollow(path: str) -> Iterator[int]:
-    """A directory opened as `open_nofollow` opens a file (O_PATH descriptor)."""
+    """A directory root creates entries in, opened as `open_nofollow` opens a file (an
+    O_PATH descriptor); it must be one only root may change, too."""
     with open_nofollow(path) as leaf:
         if not stat.S_ISDIR(leaf.st.st_mode):
             raise HostError(f"{path} is not a directory")
+        if _writable_by_others(leaf.st):
+            raise UnsafePathError(
+                f"{path} may be changed by a user other than root (owner uid "
+                f"{leaf.st.st_uid}, mode {stat.S_IMODE(leaf.st.st_mode):04o}), so root will "
+                "not create anything in it",
+                (f"use a directory only root may write to: chown root {path} && "
+                 f"chmod go-w {path}",))
         yield leaf.fd
 
 
