@@ -61,3 +61,15 @@ def test_missing_template_changes_nothing(tmp_path: Path) -> None:
     with pytest.raises(HostError, match="template"):
         create_nvram(nv)
     assert not (tmp_path / "vm").exists()
+
+
+def test_directories_are_searchable_whatever_the_umask(tmp_path: Path) -> None:
+    template = tmp_path / "template.fd"
+    template.write_bytes(b"T")
+    old = os.umask(0o077)  # a least-privilege unit's UMask=
+    try:
+        create_nvram(Nvram(str(tmp_path / "a" / "b" / "nvram.fd"), str(template)))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "a" / "b").stat().st_mode & 0o777 == 0o755

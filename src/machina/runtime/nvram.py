@@ -26,9 +26,15 @@ def _ensure_dirs(directory: str) -> None:
         missing.append(d)
         d = os.path.dirname(d)
     for d in reversed(missing):
-        with safepath.open_dir_nofollow(os.path.dirname(d)) as parent, \
-                contextlib.suppress(FileExistsError):
-            os.mkdir(os.path.basename(d), 0o755, dir_fd=parent)
+        with safepath.open_dir_nofollow(os.path.dirname(d)) as parent:
+            try:
+                os.mkdir(os.path.basename(d), 0o755, dir_fd=parent)
+            except FileExistsError:
+                continue
+        with safepath.open_dir_nofollow(d) as made:
+            # 0755 whatever the umask (a least-privilege unit's is 0077): QEMU, in the
+            # machine's group, must reach the NVRAM file below it
+            os.chmod(f"/proc/self/fd/{made}", 0o755)
 
 
 def nvram_state(nvram: Nvram) -> str:

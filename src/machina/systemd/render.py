@@ -48,6 +48,7 @@ class LeastPrivilege:
     vfio: bool                      # needs LimitMEMLOCK=infinity
     inet: bool                      # listens on 127.0.0.1 (SPICE, guest agent)
     network: bool                   # has taps (in the host's network namespace)
+    created: frozenset[str] = frozenset()  # writable paths prepare creates (the NVRAM)
 
     @classmethod
     def of(cls, machine: Machine, plan: Plan) -> LeastPrivilege:
@@ -62,8 +63,12 @@ class LeastPrivilege:
             if f.path.startswith("/dev/"):
                 devices.append((f.path, "rw" if f.writable else "r"))
         a = machine.attrs
+        # the NVRAM may not exist when systemd sets up the namespace of `prepare`, which
+        # creates it: "-" keeps that from failing; QEMU's own namespace has it
+        created = frozenset({plan.nvram.path} if plan.nvram else ())
         return cls(machine.qemu_user, machine.group_name, writable, tuple(dict.fromkeys(devices)),
-                   bool(plan.mdevs), a.spice_enabled or a.agent_enabled, bool(plan.taps))
+                   bool(plan.mdevs), a.spice_enabled or a.agent_enabled, bool(plan.taps),
+                   created)
 
 
 def unit_name(machine_name: str) -> str:
@@ -91,7 +96,7 @@ def _hardening(least: LeastPrivilege) -> list[tuple[str, Value]]:
         ("ProtectSystem", Raw("strict")),
     ]
     if least.writable:
-        out.append(("ReadWritePaths", PathList(least.writable)))
+        out.append(("ReadWritePaths", PathList(least.writable, least.created)))
     out += [
         ("ProtectHome", Raw("yes")),
         ("PrivateTmp", Raw("yes")),

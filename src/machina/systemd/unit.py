@@ -91,9 +91,11 @@ class Word:
 
 @dataclass(frozen=True, slots=True)
 class PathList:
-    """Space-separated paths (`ReadWritePaths=`): each quoted when needed, `%` → `%%`."""
+    """Space-separated paths (`ReadWritePaths=`): each quoted when needed, `%` → `%%`;
+    a path in `optional` gets systemd's `-` prefix (no error while it does not exist)."""
 
     paths: tuple[str, ...]
+    optional: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         for p in self.paths:
@@ -105,7 +107,7 @@ class PathList:
             if all(c in SAFE for c in p):
                 return p.replace("%", "%%")
             return '"' + p.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%") + '"'
-        return " ".join(one(p) for p in self.paths)
+        return " ".join(one(("-" if p in self.optional else "") + p) for p in self.paths)
 
 
 @dataclass(frozen=True, slots=True)
