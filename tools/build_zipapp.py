@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Build dist/machina.pyz: one self-contained, reproducible zipapp.
 
-The archive holds the machina package (from src/), its two runtime dependencies
+The archive holds the machina package (from src/), the web console page (cockpit/, which
+`machina install` copies to /usr/share/cockpit/machina), its two runtime dependencies
 (qemu.qmp and pyroute2, installed with `pip install --target`, no further deps), and
 compiled bytecode, so that zipimport never compiles anything at start-up.
 
@@ -43,6 +44,7 @@ from typing import NoReturn
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO / "dist" / "machina.pyz"
 DEFAULT_SRC = REPO / "src"
+WEB_PAGE = REPO / "cockpit"
 PACKAGE = "machina"
 DEFAULT_ENTRY = "machina.cli:main"
 # Isolated (-I: no PYTHONPATH, no script directory or user site on sys.path, so a root
@@ -285,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copyfile(top, stage / top.name)
         collect_licenses(site, stage)
         copy_tree(pkg_dir, stage / PACKAGE, Path(PACKAGE), prune=False)
+        if WEB_PAGE.is_dir():  # the Cockpit page, which `machina install` puts in place
+            copy_tree(WEB_PAGE, stage / "cockpit", Path("cockpit"), prune=False)
         (stage / "__main__.py").write_text(MAIN_PY.format(module=module, func=func))
         (stage / "BUNDLE.txt").write_text(
             "machina zipapp, built by tools/build_zipapp.py\n"

@@ -47,10 +47,18 @@ def missing() -> str | None:
     return None
 
 
-def install_page(c: Container) -> None:
-    """The page where Cockpit finds it, as `machina install` puts it."""
-    c.run(["mkdir", "-p", PAGE_DIR], check=True)
-    c.run(["cp", "-rT", os.fspath(REPO / "cockpit"), PAGE_DIR], check=True)
+def zipapp() -> Path:
+    """The single-file build the tests install (MACHINA_PYZ, set by tools/test, else
+    dist/machina.pyz); it runs with the system's python3, so every user can run it."""
+    pyz = Path(os.environ.get("MACHINA_PYZ") or REPO / "dist" / "machina.pyz")
+    if not pyz.is_file():
+        import pytest
+
+        message = f"no zipapp at {pyz}: run tools/build_zipapp.py (tools/test does)"
+        if "nspawn" in os.environ.get("MACHINA_REQUIRE", ""):
+            pytest.fail(message)
+        pytest.skip(message)
+    return pyz.resolve()
 
 
 def start_ws(c: Container, port: int, *, local_session: bool) -> None:

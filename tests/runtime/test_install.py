@@ -43,6 +43,7 @@ def _stand_in(dest: Path, work: Path) -> None:
     stage = work / "stage"
     shutil.copytree(REPO / "src" / "machina", stage / "machina",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(REPO / "cockpit", stage / "cockpit")
     (stage / "__main__.py").write_text(STANDIN_MAIN)
     zipapp.create_archive(stage, dest, interpreter="/usr/bin/env python3")
 
@@ -75,6 +76,7 @@ def make_root(tmp: Path, *, completions: bool = True, etc: bool = True) -> Path:
     (root / "usr" / "bin").mkdir(parents=True)
     if completions:
         (root / "usr" / "share" / "bash-completion" / "completions").mkdir(parents=True)
+        (root / "usr" / "share" / "cockpit").mkdir()  # Cockpit is installed too
     if etc:
         (root / "etc").mkdir()
     return root
@@ -101,9 +103,18 @@ def expected_install_output(src: Path | str, root: Path, *, completions: bool = 
              f'SYMLINK: "{b}/machina-ifdown" → "machina": OK']
     if completions:
         lines.append(f'CREATE:  "{root}/usr/share/bash-completion/completions/machina": OK')
+        lines.append(f'CREATE:  "{root}/usr/share/cockpit/machina/": OK '
+                     f'({len(page_files())} files; Cockpit shows it as "Virtual machines '
+                     '(machina)")')
     lines += [f'PREPARE: "{root}/etc/machina": OK',
               f'PREPARE: "{root}/etc/machina/machine.conf.d": OK']
     return "".join(line + "\n" for line in lines)
+
+
+def page_files() -> list[Path]:
+    """The web console page's files in the checkout (cockpit/)."""
+    page = REPO / "cockpit"
+    return sorted(p.relative_to(page) for p in page.rglob("*") if p.is_file())
 
 
 def assert_installed(pyz: Path, root: Path) -> None:
@@ -119,6 +130,11 @@ def assert_installed(pyz: Path, root: Path) -> None:
         assert link.resolve() == prog.resolve()
     comp = root / "usr/share/bash-completion/completions/machina"
     assert COMPLETE_LINE in comp.read_text().splitlines()
+    page = root / "usr/share/cockpit/machina"  # where Cockpit finds the page
+    assert sorted(p.relative_to(page) for p in page.rglob("*") if p.is_file()) == page_files()
+    for rel in page_files():
+        assert (page / rel).read_bytes() == (REPO / "cockpit" / rel).read_bytes()
+        assert stat.S_IMODE((page / rel).stat().st_mode) == 0o644
     for d in (root / "etc/machina", root / "etc/machina/machine.conf.d"):
         assert d.is_dir()
         assert stat.S_IMODE(d.stat().st_mode) == 0o755

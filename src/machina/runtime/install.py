@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import sys
+import zipfile
 
 from machina.errors import Failure
 
@@ -78,6 +79,7 @@ def install_program(root: str = "/") -> None:
             _say(": OK\n")
         except OSError:
             _say(": FAILED\n")
+    install_web_page(src, root)
     init_dirs(root, check_etc=False)
 
 
@@ -96,3 +98,43 @@ def init_dirs(root: str = "/", check_etc: bool = True) -> None:
             _say("FAILED\n")
             raise Failure(f"failed to create {path}: {exc.strerror or exc}") from exc
         _say("OK\n")
+
+
+#: Where Cockpit finds the web console page ("Virtual machines (machina)").
+WEB_PAGE_DIR = "/usr/share/cockpit/machina"
+#: The page's files inside the single-file build (tools/build_zipapp.py puts them there).
+WEB_PAGE_PREFIX = "cockpit/"
+
+
+def install_web_page(program: str, root: str = "/") -> None:
+    """Copy the Cockpit page bundled in the zipapp to WEB_PAGE_DIR (each file atomically,
+    0644; only regular files named below cockpit/ in the archive, never a path with ..),
+    when Cockpit is installed (/usr/share/cockpit exists; install again after adding it)."""
+    dest = _in(root, WEB_PAGE_DIR)
+    if not os.path.isdir(os.path.dirname(dest)):
+        return  # no Cockpit here (like the completion, installed where its tool is)
+    _say(f'CREATE:  "{dest}/"')
+    try:
+        with zipfile.ZipFile(program) as archive:
+            entries = [i for i in archive.infolist()
+                       if i.filename.startswith(WEB_PAGE_PREFIX) and not i.is_dir()]
+            if not entries:
+                _say(": SKIPPED (this build has no web console page)\n")
+                return
+            for info in entries:
+                rel = info.filename[len(WEB_PAGE_PREFIX):]
+                parts = rel.split("/")
+                if any(p in ("", ".", "..") for p in parts):
+                    raise Failure(f"refusing the archive entry {info.filename!r}")
+                target = os.path.join(dest, *parts)
+                os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+                tmp = target + ".new"
+                with open(tmp, "wb") as f:
+                    f.write(archive.read(info))
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, target)
+    except (OSError, zipfile.BadZipFile) as exc:
+        _say(": FAILED\n")
+        raise Failure(f"failed to install the web console page in {dest}: "
+                      f"{getattr(exc, 'strerror', None) or exc}") from exc
+    _say(f": OK ({len(entries)} files; Cockpit shows it as \"Virtual machines (machina)\")\n")
