@@ -20,6 +20,7 @@ from machina.usage import COMMANDS, DESCRIPTION, Parser, UsageError
 if TYPE_CHECKING:
     from machina.changes import UnitDiff
     from machina.core import Built, Configs
+    from machina.fleet import Problem
 
 # --- commands ----------------------------------------------------------------------------
 
@@ -132,6 +133,19 @@ def _refuse_hardware_changes(diffs: Sequence[UnitDiff]) -> None:
                    f"machina generate --accept-hardware-change {names} writes them anyway"))
 
 
+def _host_collisions(cfg: Configs, built: list[Built]) -> list[Problem]:
+    """What the built machines share with another machine of the host: a writable file,
+    a tap name, a QMP socket path (`generate` refuses them; issue 7)."""
+    from machina.fleet import GENERATE_KINDS, Member, find_collisions
+
+    mine = {b.machine.name for b in built}
+    members = [Member(host="", label=b.machine.name, file=cfg.where.machine_path(b.arg),
+                      machine=b.machine, plan=b.plan, units=())
+               for b in cfg.build_host(built)]
+    return [p for p in find_collisions(members)
+            if p.kind in GENERATE_KINDS and mine & set(p.machines)]
+
+
 def cmd_generate(cfg: Configs, ns: argparse.Namespace) -> int:
     from machina.systemd.render import render_machine_unit
 
@@ -166,11 +180,11 @@ def cmd_generate(cfg: Configs, ns: argparse.Namespace) -> int:
     from machina.runtime import access
     from machina.runtime import units as unitfiles
 
-    conflicts = cfg.conflicts(built)
+    conflicts = _host_collisions(cfg, built)
     if conflicts:
-        errors = [c.error() for c in conflicts]
-        raise Failure("\n".join(e.message for e in errors),
-                      tuple(dict.fromkeys(h for e in errors for h in e.hints)))
+        raise Failure("\n".join(p.message for p in conflicts),
+                      ("a writable file, a tap name and a QMP socket belong to one machine: "
+                       "give each machine its own (machina check lists every collision)",))
     for b in built:
         if b.machine.least:
             if ns.unit_dir is None:

@@ -10,7 +10,6 @@ from machina.config.resolve import resolve_machine
 from machina.config.schema import HostFile, MachineFile
 from machina.errors import MachinaError, wrap
 from machina.model import Machine
-from machina.plan.conflicts import Conflict, host_conflicts
 from machina.plan.devices import Plan, plan_machine
 
 
@@ -80,11 +79,3 @@ class Configs:
             except MachinaError:
                 continue
         return every
-
-    def conflicts(self, built: list[Built]) -> list[Conflict]:
-        """What the built machines share with another machine of the host (a writable
-        file, a tap name, a QMP socket): `generate` refuses them (issue 7)."""
-        mine = {b.machine.name for b in built}
-        return [c for c in host_conflicts([(b.machine, b.plan)
-                                           for b in self.build_host(built)])
-                if mine & set(c.machines)]

@@ -12,7 +12,11 @@ of a fleet. Pure: the machines are built already; `runtime/check.py` adds host f
 | tap       | a host's tap names                             | one kernel interface each           |
 | unit      | a host's systemd units (companions included)   | one unit file each                  |
 | mdev-uuid | a host's mediated devices                      | one sysfs device each               |
-| volume    | a host's writable files (disks, NVRAM)         | two writers corrupt a disk          |
+| volume    | a host's writable files (disks, NVRAM), also   | two writers corrupt a disk; a       |
+|           | against another machine reading one            | reader sees it change under it      |
+| socket    | a host's QMP socket paths                      | the second QEMU replaces the first's|
+
+`generate` refuses a machine with a collision of the GENERATE_KINDS (issue 7).
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ from dataclasses import dataclass, field
 
 from machina import identity
 from machina.model import Machine
-from machina.plan.devices import Plan, effective_port
+from machina.plan.devices import Plan, effective_port, qmp_socket_paths
+
+#: What `generate` refuses to share between machines (the rest is for `check` to report).
+GENERATE_KINDS = ("tap", "volume", "socket")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,7 +75,8 @@ class _Index:
 
 WHAT = {"mac": "MAC address", "port": "port", "uuid": "machine id", "wwn": "WWN",
         "serial": "disk serial", "tap": "tap name", "unit": "systemd unit",
-        "mdev-uuid": "mediated-device UUID", "volume": "writable file"}
+        "mdev-uuid": "mediated-device UUID", "volume": "writable file",
+        "socket": "QMP socket"}
 
 
 def _ports(m: Machine) -> Iterable[tuple[str, int]]:
@@ -80,7 +88,7 @@ def _ports(m: Machine) -> Iterable[tuple[str, int]]:
             yield what, effective_port(port, pattern, m.vars, strict=True)
 
 
-def _index_member(index: _Index, x: Member, fleet: bool) -> None:
+def _index_member(index: _Index, x: Member, fleet: bool, written: set[str]) -> None:
     m, host = x.machine, x.host
     for c in m.connections:
         index.add("mac", host, c.mac.lower(), x, f"connection {c.name}")
@@ -101,8 +109,15 @@ def _index_member(index: _Index, x: Member, fleet: bool) -> None:
         index.add("unit", host, unit, x, "unit")
     for d in m.devices:
         index.add("mdev-uuid", host, str(d.id), x, f"device {d.name}")
-    for f in dict.fromkeys(f.path for f in x.plan.files if f.writable):
+    mine = dict.fromkeys(f.path for f in x.plan.files if f.writable)
+    for f in mine:
         index.add("volume", host, f, x, "writable file")
+    for f in dict.fromkeys(f.path for f in x.plan.files if not f.writable):
+        if f in written and f not in mine:
+            index.add("volume", host, f, x, "read-only file")
+    if m.attrs.qmp_enabled:
+        for path in qmp_socket_paths(m.name, m.attrs.qmp_names, m.attrs.qmp_paths):
+            index.add("socket", host, path, x, "QMP")
 
 
 def find_collisions(members: Sequence[Member]) -> list[Problem]:
@@ -112,8 +127,9 @@ def find_collisions(members: Sequence[Member]) -> list[Problem]:
     same name and machine ids are compared; the rest is per host."""
     fleet = len({x.host for x in members}) > 1
     index = _Index()
+    written = {f.path for x in members for f in x.plan.files if f.writable}
     for x in members:
-        _index_member(index, x, fleet)
+        _index_member(index, x, fleet, written)
     problems: list[Problem] = []
     for (kind, scope, value), uses in index.uses.items():
         if len(uses) < 2:

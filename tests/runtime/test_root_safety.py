@@ -486,6 +486,7 @@ def test_a_tap_name_collision_is_found_by_generate(tmp_path: Path, machina: Mach
         "a.b": {"id": "5f0e7c1a-9d2b-4e3f-8a6b-0c1d2e3f4a02", "attrs": {"memory": {"ram": 64}},
                 "connections": [{"name": "c", "network": "lan"}]}})
     res = machina.run("generate", "--unit-dir", str(tmp_path), "a", config_dir=config)
-    assert_error(res, 'tap a.b.c', 'machine "a"', 'machine "a.b"')
+    assert_error(res, "tap name a.b.c is used 2 times on one host: a (connection b.c); "
+                 "a.b (connection c)")
     assert list(tmp_path.glob("*.service")) == []
 

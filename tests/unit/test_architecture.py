@@ -19,7 +19,6 @@ rank 0.
 | 3    | config.load, config.resolve, plan.pcie,   | files → schema → model; topology;       |
 |      | changes                                   | unit changes read back and classified   |
 | 4    | plan.devices                              | model + host → QEMU options             |
-| 4.5  | plan.conflicts                            | what two machines must not share        |
 | 5    | systemd.render, summary, core, usage,     | units, `cat` text, command glue, the    |
 |      | documents, fleet                          | command table and parser class, --json, |
 |      |                                           | identifiers that must be unique         |
@@ -40,14 +39,14 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src"
 PKG = SRC / "machina"
 
-RANKS: dict[str, float] = {
+RANKS: dict[str, int] = {
     "machina.errors": 0, "machina.identity": 0, "machina.config.values": 0,
     "machina.systemd.unit": 0,
     "machina.qemu.opts": 1, "machina.config.expression": 1, "machina.config.schema": 1,
     "machina.model": 2, "machina.qemu.argv": 2, "machina.config.patterns": 2,
     "machina.config.load": 3, "machina.config.resolve": 3, "machina.plan.pcie": 3,
     "machina.config.firmware": 3,
-    "machina.plan.devices": 4, "machina.plan.conflicts": 4.5,
+    "machina.plan.devices": 4,
     "machina.systemd.render": 5, "machina.summary": 5, "machina.core": 5, "machina.usage": 5,
     "machina.report": 1, "machina.preview": 6, "machina.documents": 5, "machina.fleet": 5,
     "machina.changes": 3,
@@ -128,7 +127,7 @@ def imports(m: Module) -> set[str]:
     return out
 
 
-def rank(name: str) -> float:
+def rank(name: str) -> int:
     if name.startswith("machina.runtime"):
         return RANKS["machina.runtime"]
     if name not in RANKS:
