@@ -14,6 +14,7 @@ import pytest
 from machina.config.load import load_host, load_machine
 from machina.config.resolve import resolve_machine
 from machina.config.schema import HostFile
+from machina.documents import machine_document
 from machina.errors import ConfigError, ConfigErrors, MachinaError
 from machina.plan.devices import HYPERV_FULL, Image, plan_machine
 from machina.qemu.argv import render_argv
@@ -84,9 +85,12 @@ def test_level_merges_first_non_empty_from_tags(tmp_path: Path) -> None:
     ({"cores": 4}, ["cores=4"]),
 ])
 def test_threads(tmp_path: Path, cpu: dict[str, int], smp: list[str]) -> None:
-    argv, text, _ = build(tmp_path, {}, {"attrs": {**RAM, "cpu": cpu}})
+    argv, text, host = build(tmp_path, {}, {"attrs": {**RAM, "cpu": cpu}})
     assert option(argv, "-smp") == smp
     assert ("Threads Per Core: 2" in text) == ("threads" in cpu)
+    m = resolve_machine(load_machine(str(tmp_path / "vm.conf.json")), host)
+    doc = machine_document(m, host, "vm.conf.json", ["machina-vm.service"])
+    assert doc["cpu"]["threads"] == cpu.get("threads")   # cat --json (docs/json.md)
 
 
 def test_pvpanic_is_an_isa_device_that_moves_no_pci_address(tmp_path: Path) -> None:
