@@ -271,6 +271,14 @@ def cmd_check(cfg: Configs, ns: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_pin(cfg: Configs, ns: argparse.Namespace) -> int:
+    from machina.runtime.pin import pin, pin_text
+
+    for p in pin(cfg, ns.machines, ns.machine_type, force=ns.force):
+        sys.stdout.write(pin_text(p))
+    return 0
+
+
 def cmd_gen_id(cfg: Configs, ns: argparse.Namespace) -> int:
     from machina.identity import random_machine_id
 
@@ -306,6 +314,7 @@ HANDLERS: dict[str, Callable[[Configs, argparse.Namespace], int]] = {
     "list": cmd_list,
     "status": cmd_status,
     "check": cmd_check,
+    "pin": cmd_pin,
     "gen-id": cmd_gen_id,
     "gen-mac": cmd_gen_mac,
     "preview": cmd_preview,
@@ -432,6 +441,12 @@ def build_parser(prog: str, only: str | None = None) -> Parser:
         if name in ("list", "status"):
             p.add_argument("--offline", action="store_true",
                            help="Do not ask systemd for the units' states.")
+        if name == "pin":
+            p.add_argument("--machine-type", metavar="TYPE",
+                           help="Pin to TYPE (e.g. pc-q35-7.2) instead of asking the host's "
+                                "QEMU.")
+            p.add_argument("--force", action="store_true",
+                           help="Re-pin a machine that is pinned already.")
         if name == "check":
             p.add_argument("--offline", action="store_true",
                            help="Check the configs only, not this host's bridges, pools and "

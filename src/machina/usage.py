@@ -62,6 +62,9 @@ COMMANDS: list[tuple[str, str, str, str]] = [
      "descriptors.", ""),
     ("check", "", "Checks that every machine builds, that no MAC, port, UUID, WWN, serial, "
      "tap, unit or writable file is used twice, and that the host has what they need.", ""),
+    ("pin", "<machines> ...", "Pins the machine type of virtual machines to the version the "
+     "host's QEMU provides, so their virtual hardware stays the same across QEMU upgrades.",
+     "Virtual machines to pin."),
     ("gen-id", "", "Generate a random machine identifier.", ""),
     ("gen-mac", "", "Generate a random MAC hardware address.", ""),
     ("args", "<machines> ...", "Displays the QEMU arguments for virtual machines.",

@@ -11,7 +11,8 @@ rank 0.
 | rank | modules                                   | what they are                           |
 |------|-------------------------------------------|-----------------------------------------|
 | 0    | errors, identity, config.values,          | leaves: errors, hashing, value forms,   |
-|      | systemd.unit                              | unit syntax                             |
+|      | systemd.unit, config.edit, qemu.machines  | unit syntax, one JSON value changed in  |
+|      |                                           | place, QEMU's machine-type listing      |
 | 1    | qemu.opts, config.expression,             | option syntax, `${…}` arithmetic, file  |
 |      | config.schema, report                     | schema, errors as --json data           |
 | 2    | model, qemu.argv, config.patterns         | the resolved machine; argv forms;       |
@@ -49,6 +50,7 @@ RANKS: dict[str, int] = {
     "machina.plan.devices": 4,
     "machina.systemd.render": 5, "machina.summary": 5, "machina.core": 5, "machina.usage": 5,
     "machina.report": 1, "machina.preview": 6, "machina.documents": 5, "machina.fleet": 5,
+    "machina.config.edit": 0, "machina.qemu.machines": 0,
     "machina.changes": 3,
     "machina.runtime": 6,  # and every machina.runtime.* module
     "machina.cli": 7, "machina.__main__": 8,

@@ -8,7 +8,8 @@ import shlex
 from machina.config.load import ConfigDir
 
 MACHINE_COMMANDS = {"cat", "status", "observe", "generate", "enable", "disable", "start",
-                    "stop", "shutdown", "prepare", "teardown", "args", "run", "pci", "cpu"}
+                    "stop", "shutdown", "prepare", "teardown", "args", "run", "pci", "cpu",
+                    "pin", "remove"}
 FLAGS = {
     "generate": ["--preview", "--diff", "--json", "--accept-hardware-change", "--unit-dir",
                  "--no-reload", "--help"],
@@ -17,6 +18,7 @@ FLAGS = {
     "status": ["--offline", "--json", "--help"],
     "cat": ["--json", "--help"],
     "check": ["--json", "--offline", "--fleet", "--help"],
+    "pin": ["--machine-type", "--force", "--help"],
 }
 
 
