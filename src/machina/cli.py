@@ -271,6 +271,14 @@ def cmd_check(cfg: Configs, ns: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_remove(cfg: Configs, ns: argparse.Namespace) -> int:
+    from machina.runtime.remove import remove
+
+    for line in remove(cfg, ns.machines, stop=ns.stop, unit_dir=ns.unit_dir):
+        sys.stdout.write(line + "\n")
+    return 0
+
+
 def cmd_pin(cfg: Configs, ns: argparse.Namespace) -> int:
     from machina.runtime.pin import pin, pin_text
 
@@ -315,6 +323,7 @@ HANDLERS: dict[str, Callable[[Configs, argparse.Namespace], int]] = {
     "status": cmd_status,
     "check": cmd_check,
     "pin": cmd_pin,
+    "remove": cmd_remove,
     "gen-id": cmd_gen_id,
     "gen-mac": cmd_gen_mac,
     "preview": cmd_preview,
@@ -441,6 +450,12 @@ def build_parser(prog: str, only: str | None = None) -> Parser:
         if name in ("list", "status"):
             p.add_argument("--offline", action="store_true",
                            help="Do not ask systemd for the units' states.")
+        if name == "remove":
+            p.add_argument("--stop", action="store_true",
+                           help="Stop running machines first (otherwise they are refused).")
+            p.add_argument("--unit-dir", metavar="DIR",
+                           help="Delete the unit files in DIR only (no systemctl; for "
+                                "offline hosts).")
         if name == "pin":
             p.add_argument("--machine-type", metavar="TYPE",
                            help="Pin to TYPE (e.g. pc-q35-7.2) instead of asking the host's "

@@ -62,6 +62,8 @@ COMMANDS: list[tuple[str, str, str, str]] = [
      "descriptors.", ""),
     ("check", "", "Checks that every machine builds, that no MAC, port, UUID, WWN, serial, "
      "tap, unit or writable file is used twice, and that the host has what they need.", ""),
+    ("remove", "<machines> ...", "Disables and deletes the systemd units of virtual machines "
+     "(never their disks, NVRAM or TPM state).", "Virtual machines to remove."),
     ("pin", "<machines> ...", "Pins the machine type of virtual machines to the version the "
      "host's QEMU provides, so their virtual hardware stays the same across QEMU upgrades.",
      "Virtual machines to pin."),

@@ -19,6 +19,7 @@ FLAGS = {
     "cat": ["--json", "--help"],
     "check": ["--json", "--offline", "--fleet", "--help"],
     "pin": ["--machine-type", "--force", "--help"],
+    "remove": ["--stop", "--unit-dir", "--help"],
 }
 
 
