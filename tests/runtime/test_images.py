@@ -167,3 +167,17 @@ def test_generate_and_prepare_refuse_a_chain_that_leaves_the_pool(
         assert message.startswith(f'{host_file}: $.storage.images: volume "os": the qcow2 '
                                   f"image {pool / 'base.qcow2'} has the backing file "
                                   f"{tmp_path / 'outside.qcow2'}, outside the pool"), message
+
+
+@pytest.mark.root
+def test_least_privilege_refuses_an_external_data_file(machina: Machina, tmp_path: Path,
+                                                       pool: Path) -> None:
+    qcow2(pool / "vm-os.qcow2", None, "-o", f"data_file={pool / 'vm-os.data'}")
+    cfg = make_config(tmp_path / "etc", {"storage": {"images": {
+        "path": str(pool), "pattern": "${machine-name}-${volume}.qcow2", "type": "qcow2"}}},
+        {"vm": {"id": "8b18191a-234f-45ce-b43c-b46e28cd2f70",
+                "attrs": {"memory": {"ram": 64}, "privileges": {"mode": "least"}},
+                "volumes": [{"name": "os", "storage": "images"}]}})
+    assert_error(machina.run("prepare", "--dry-run", "vm", config_dir=cfg),
+                 f"the qcow2 data file {pool / 'vm-os.data'} cannot be written by QEMU in "
+                 "least-privilege mode")

@@ -48,6 +48,12 @@ def plan_prepare(host: HostFile, b: Built) -> list[HostAction]:
 
         for image in b.plan.images:  # before anything changes: a bad chain stops here
             chain += images.check_image(host, image)
+        data = [use.path for use in chain if use.writable]
+        if m.least and data:
+            raise HostError(f"the qcow2 data file {data[0]} cannot be written by QEMU in "
+                            "least-privilege mode (its unit allows writes only to the "
+                            "volumes' own files)", ("convert the image to one without an "
+                                                    "external data file (qemu-img convert)",))
     nv = b.plan.nvram
     new_nvram = ""
     if nv is not None and nvram.nvram_state(nv) == "missing":
