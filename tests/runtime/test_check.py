@@ -228,6 +228,7 @@ def host_dir() -> Iterator[Path]:
 
 
 @pytest.mark.root
+@pytest.mark.qemu
 def test_check_on_the_host(machina: Machina, netns: str, host_dir: Path) -> None:
     pool, iso = host_dir / "pool", host_dir / "iso"
     pool.mkdir(mode=0o755)
@@ -262,6 +263,8 @@ def test_check_on_the_host(machina: Machina, netns: str, host_dir: Path) -> None
         "no-disk": {"id": mid(3), "attrs": MEM,
                     "volumes": [{"name": "absent", "storage": "data"}]},
         "no-pool": {"id": mid(4), "attrs": MEM, "volumes": [{"name": "x", "storage": "gone"}]},
+        "pinned-ok": {"id": mid(6), "attrs": {**MEM, "machine": {"type": "pc-q35-7.2"}}},
+        "pinned-gone": {"id": mid(7), "attrs": {**MEM, "machine": {"type": "pc-q35-1.0"}}},
         "no-bridge": {"id": mid(5), "attrs": MEM,
                       "connections": [{"name": "0", "network": "missing"},
                                       {"name": "1", "network": "plain"}]},
@@ -270,7 +273,9 @@ def test_check_on_the_host(machina: Machina, netns: str, host_dir: Path) -> None
     doc = run_check(machina, config=config, netns=netns)
     assert doc["offline"] is False and doc["skipped"] == []
     kinds = _by_kind(doc)
-    assert set(kinds) == {"bridge", "pool", "file", "access"}, doc
+    assert set(kinds) == {"bridge", "pool", "file", "access", "machine-type"}, doc
+    (gone,) = kinds["machine-type"]
+    assert (gone["value"], gone["machines"]) == ("pc-q35-1.0", ["pinned-gone"])
     assert {(p["value"], tuple(p["machines"])) for p in kinds["bridge"]} == {
         ("br-missing", ("no-bridge",)), ("plain-chk", ("no-bridge",))}
     assert {p["value"] for p in kinds["pool"]} == {"gone"}
@@ -279,6 +284,7 @@ def test_check_on_the_host(machina: Machina, netns: str, host_dir: Path) -> None
     (access,) = kinds["access"]
     assert access["value"] == str(iso / "secret.iso") and access["machines"] == ["least"]
     assert "setfacl" in access["message"]
+    assert doc["machines"] == 7
     # the same configs offline: none of these
     offline = run_check(machina, "--offline", config=config, ok=True, netns=netns)
     assert offline["problems"] == []

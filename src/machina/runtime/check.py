@@ -86,6 +86,7 @@ def _host_facts(cfg: Configs, members: Sequence[Member], result: CheckResult) ->
                 kind="pool", value=name, file=host.path, path=f"/storage/{name}/path",
                 machines=tuple(dict.fromkeys(labels)),
                 message=f"storage pool {name}: the directory {path} does not exist"))
+    _machine_types(members, result)
     # files: they exist, and the machine's group can use them (least privilege)
     for x in members:
         nvram = x.plan.nvram
@@ -111,6 +112,34 @@ def _host_facts(cfg: Configs, members: Sequence[Member], result: CheckResult) ->
                         message=str(verdict.problem) + (f" ({hints})" if hints else "")))
 
 
+def _machine_types(members: Sequence[Member], result: CheckResult) -> None:
+    """Pinned machine types this host's QEMU still offers (QEMU retires old ones)."""
+    from machina.qemu.argv import QEMU
+    from machina.qemu.machines import machine_types
+    from machina.runtime import proc
+
+    pinned: dict[str, list[Member]] = {}
+    for x in members:
+        if x.machine.pinned:
+            pinned.setdefault(x.machine.machine_type, []).append(x)
+    if not pinned:
+        return
+    try:
+        offered = machine_types(proc.run([QEMU, "-machine", "help"], capture=True,
+                                         timeout=30).stdout)
+    except MachinaError as exc:
+        result.skipped.append(f"pinned machine types ({QEMU} -machine help: {exc})")
+        return
+    for machine_type, xs in sorted(pinned.items()):
+        if machine_type not in offered:
+            result.problems.append(Problem(
+                kind="machine-type", value=machine_type,
+                machines=tuple(x.label for x in xs), file=xs[-1].file,
+                message=f"this host's QEMU does not offer the machine type {machine_type} "
+                        f"the machine{'s are' if len(xs) > 1 else ' is'} pinned to "
+                        f"({QEMU} -machine help lists those it does)"))
+
+
 def check(dirs: Sequence[str | None], *, offline: bool) -> CheckResult:
     """Check the machines of one or more host config directories."""
     result = CheckResult()
@@ -129,10 +158,11 @@ def check(dirs: Sequence[str | None], *, offline: bool) -> CheckResult:
             continue
         _host_facts(cfg, members, result)
     if offline:
-        result.skipped.append("host facts (--offline): bridges, pools, files, access")
+        result.skipped.append("host facts (--offline): bridges, pools, files, access, "
+                              "machine types")
     elif fleet:
         result.skipped.append("host facts (--fleet: the configs of several hosts): bridges, "
-                              "pools, files, access")
+                              "pools, files, access, machine types")
     result.problems.extend(find_collisions(everyone))
     return result
 
