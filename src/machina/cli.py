@@ -233,7 +233,9 @@ def cmd_preview(cfg: Configs, ns: argparse.Namespace) -> int:
         sys.stdout.write(document(False, errors=error_entries(exc), machines=[]))
         _print_error(prog_name(), exc, exc.hints)
         return 1
-    doc = preview(request, installed_host)
+    from machina.runtime.units import read_installed
+
+    doc = preview(request, installed_host, lambda unit: read_installed(unit, None))
     ok = not doc["errors"]
     sys.stdout.write(document(ok, **doc))
     return 0 if ok else 1

@@ -143,8 +143,17 @@ def _located(exc: MachinaError, locate: Callable[[tuple[str, ...]], tuple[str, s
     return entries
 
 
-def preview(request: Request, installed_host: Callable[[], bytes]) -> dict[str, object]:
-    """The preview document's fields (without `version`), for docs/json.md."""
+def _no_unit(unit: str) -> str | None:
+    return None
+
+
+def preview(request: Request, installed_host: Callable[[], bytes],
+            installed_unit: Callable[[str], str | None] = _no_unit) -> dict[str, object]:
+    """The preview document's fields (without `version`), for docs/json.md;
+    `installed_unit(UNIT)` gives an installed unit's text (None: not installed), against
+    which each machine's `diff` is computed."""
+    from machina.changes import diff_data, diff_unit
+
     errors: list[dict[str, object]] = []
     out: list[dict[str, object]] = []
     host_text: str | None = request.host
@@ -177,12 +186,15 @@ def preview(request: Request, installed_host: Callable[[], bytes]) -> dict[str, 
         except MachinaError as exc:
             errors.extend(_located(exc, loc.find))
             continue
+        unit, text = unit_name(machine.name), render_machine_unit(machine, plan).render()
+        installed = installed_unit(unit)
         out.append({
             "name": machine.name,
             "summary": machine_summary(machine),
             "argv": render_argv(plan.options()),
-            "units": {unit_name(machine.name): render_machine_unit(machine, plan).render()},
-            "diff": None,
+            "units": {unit: text},
+            "diff": None if installed is None else diff_data(diff_unit(
+                machine.name, unit, installed, text, pinned=machine.pinned)),
         })
     doc.update(errors=errors, machines=out)
     return doc

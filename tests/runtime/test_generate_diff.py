@@ -266,3 +266,30 @@ def test_generate_json_needs_diff(machina: Machina, tmp_path: Path) -> None:
     assert proc.returncode == 1, describe(proc)
     doc = parse_document(proc.stdout, "generate-diff")
     assert doc["ok"] is False and "--diff" in doc["errors"][0]["message"]
+
+
+def test_preview_diffs_against_the_installed_unit(machina: Machina, tmp_path: Path) -> None:
+    """The web console's preview carries generate --diff's entry for each machine."""
+    import json
+
+    from machina.preview import parse_request, preview
+    from machina.report import document
+    from schemas import validate
+
+    config = make_config(tmp_path / "c", HOST, {"vm": BASE})
+    installed = machina.run("generate", "--preview", "vm", config_dir=config).stdout
+    changed = copy.deepcopy(BASE)
+    changed["connections"][0]["mac"] = "52:54:00:12:34:56"
+    request = parse_request(json.dumps({"host": json.dumps(HOST),
+                                        "machines": {"vm": json.dumps(changed)}}).encode())
+    units = {"machina-vm.service": installed}
+    doc = json.loads(document(True, **preview(request, lambda: b"", units.get)))
+    validate(doc, "preview")
+    (entry,) = doc["machines"]
+    validate({"version": 1, "ok": True, "errors": [], "machines": [entry["diff"]]},
+             "generate-diff")
+    assert [(c["class"], c["what"]) for c in entry["diff"]["changes"]] == [(G, "mac")]
+    assert entry["diff"]["installed"] is True and entry["diff"]["guest_visible"] is True
+    # not installed: no diff
+    doc = json.loads(document(True, **preview(request, lambda: b"", {}.get)))
+    assert doc["machines"][0]["diff"] is None
