@@ -176,7 +176,10 @@ def cmd_generate(cfg: Configs, ns: argparse.Namespace) -> int:
         sys.stdout.write(_blocks([(d.name, render_diff_text(d)) for d in diffs]))
         return 0
     if not ns.accept_hardware_change:
-        _refuse_hardware_changes(_unit_diffs(built, units, ns.unit_dir))
+        pinned = [(b, u) for b, u in zip(built, units, strict=True) if b.machine.pinned]
+        if pinned:  # only a pinned machine's hardware is held
+            _refuse_hardware_changes(_unit_diffs([b for b, _ in pinned],
+                                                 [u for _, u in pinned], ns.unit_dir))
     from machina.runtime import access
     from machina.runtime import units as unitfiles
 
