@@ -106,8 +106,11 @@ def cmd_cat(cfg: Configs, ns: argparse.Namespace) -> int:
     return 0
 
 
-def _unit_diffs(built: Sequence[Built], units: Sequence[tuple[str, str]],
+def _unit_diffs(built: Sequence[Built],
+                units: Sequence[tuple[str, Sequence[tuple[str, str]]]],
                 unit_dir: str | None) -> list[UnitDiff]:
+    """The QEMU unit of each machine against the installed one (a companion unit holds no
+    guest-visible hardware)."""
     from machina.changes import diff_unit
     from machina.runtime.units import read_installed
     from machina.systemd.render import unit_name
@@ -115,7 +118,7 @@ def _unit_diffs(built: Sequence[Built], units: Sequence[tuple[str, str]],
     return [diff_unit(b.machine.name, unit_name(b.machine.name),
                       read_installed(unit_name(b.machine.name), unit_dir), text,
                       pinned=b.machine.pinned)
-            for b, (_, text) in zip(built, units, strict=True)]
+            for b, (_, ((_, text), *_)) in zip(built, units, strict=True)]
 
 
 def _refuse_hardware_changes(diffs: Sequence[UnitDiff]) -> None:
@@ -146,14 +149,23 @@ def _host_collisions(cfg: Configs, built: list[Built]) -> list[Problem]:
             if p.kind in GENERATE_KINDS and mine & set(p.machines)]
 
 
+def _preview(units: Sequence[tuple[str, str]]) -> str:
+    """One machine's units for `generate --preview`: its unit alone (decisions D1), or,
+    when it has companions (the swtpm unit), each unit after a `----FILE NAME----` line."""
+    if len(units) == 1:
+        return units[0][1]
+    return "\n".join(f"----{name}----\n{text}" for name, text in units)
+
+
 def cmd_generate(cfg: Configs, ns: argparse.Namespace) -> int:
-    from machina.systemd.render import render_machine_unit
+    from machina.systemd.render import render_machine_units
 
     if ns.json and not ns.diff:
         raise Failure("generate prints JSON only with --diff", ("machina generate --diff --json "
                                                                  "NAME…",))
     built = cfg.build_all(ns.machines)
-    units = [(b.machine.name, render_machine_unit(b.machine, b.plan).render())
+    units = [(b.machine.name, [(name, unit.render())
+                               for name, unit in render_machine_units(b.machine, b.plan)])
              for b in built]
     if any(b.plan.images for b in built):
         import os
@@ -165,7 +177,7 @@ def cmd_generate(cfg: Configs, ns: argparse.Namespace) -> int:
                 if os.path.exists(image.path):
                     check_image(cfg.host(), image)
     if ns.preview:
-        sys.stdout.write(_blocks(units))
+        sys.stdout.write(_blocks([(name, _preview(texts)) for name, texts in units]))
         return 0
     if ns.diff:
         from machina.changes import diff_data, render_diff_text
@@ -200,7 +212,9 @@ def cmd_generate(cfg: Configs, ns: argparse.Namespace) -> int:
                     (f"groupadd -g {m.group_id} {m.group_name}",)))
             for problem in access.check_plan(b.machine, b.plan):
                 _print_warning(prog_name(), problem)
-    unitfiles.write_units(units, ns.unit_dir, reload=ns.unit_dir is None and not ns.no_reload)
+    unitfiles.write_units([u for _, texts in units for u in texts], ns.unit_dir,
+                          reload=ns.unit_dir is None and not ns.no_reload,
+                          stale=[b.machine.name for b in built if b.plan.tpm is None])
     return 0
 
 
@@ -446,6 +460,10 @@ def build_parser(prog: str, only: str | None = None) -> Parser:
         if name in ("prepare", "teardown"):
             p.add_argument("--dry-run", action="store_true",
                            help="Print what would be done to the host; change nothing.")
+        if name == "prepare":
+            p.add_argument("--tpm", action="store_true",
+                           help="Prepare only the TPM state (manufactured once, never "
+                                "overwritten); the swtpm unit runs this.")
         if name in ("install", "init"):
             p.add_argument("--root", metavar="DIR", default="/",
                            help="Install below DIR instead of / (for packaging and tests).")

@@ -12,7 +12,13 @@ from machina.config.schema import HostFile, Volume
 from machina.errors import MachinaError
 from machina.identity import ZERO_UUID
 from machina.model import Machine
-from machina.plan.devices import effective_port, nvram_path, qmp_socket_paths, volume_path
+from machina.plan.devices import (
+    effective_port,
+    nvram_path,
+    qmp_socket_paths,
+    tpm_use,
+    volume_path,
+)
 
 Json = dict[str, Any]
 
@@ -85,7 +91,7 @@ def machine_document(m: Machine, host: HostFile, file: str, units: Sequence[str]
                 "threads": a.threads or None},
         "memory": {"ram": a.ram or None},
         "firmware": firmware,
-        "tpm": None,
+        "tpm": _tpm(m, host, units),
         "qmp": {"sockets": list(qmp_socket_paths(m.name, a.qmp_names, a.qmp_paths))
                 if a.qmp_enabled else []},
         "spice": {"port": _port(a.spice_port, a.spice_port_pattern, m.vars), "socket": None,
@@ -107,6 +113,18 @@ def machine_document(m: Machine, host: HostFile, file: str, units: Sequence[str]
         "machine_type": m.machine_type,
         "pinned": m.pinned,
     }
+
+
+def _tpm(m: Machine, host: HostFile, units: Sequence[str]) -> Json | None:
+    """The software TPM (later.md §8): its state directory, control socket and unit."""
+    try:
+        use = tpm_use(m, host)
+    except MachinaError:
+        return None
+    if use is None:
+        return None
+    return {"state": use.state_dir, "socket": use.socket,
+            "unit": next((u for u in units if u.startswith("machina-swtpm@")), None)}
 
 
 def _sorted(m: Mapping[str, Any]) -> list[str]:

@@ -47,8 +47,16 @@ class Machine:
     def qemu_user(self) -> str:
         """The dynamic user QEMU runs as (least privilege): one per machine, and not the
         group's name, which systemd would otherwise claim for a dynamic group."""
-        name = f"qemu-{self.name}"
-        return name if len(name) <= 31 else f"qemu-{self.group_id}"
+        return self._dynamic_user("qemu")
+
+    @property
+    def swtpm_user(self) -> str:
+        """The dynamic user swtpm runs as (least privilege), like QEMU's."""
+        return self._dynamic_user("swtpm")
+
+    def _dynamic_user(self, prefix: str) -> str:
+        name = f"{prefix}-{self.name}"
+        return name if len(name) <= 31 else f"{prefix}-{self.group_id}"
 
     @property
     def group_id(self) -> int:

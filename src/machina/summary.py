@@ -17,7 +17,14 @@ from machina.config.schema import (
 from machina.errors import MachinaError
 from machina.identity import ZERO_UUID
 from machina.model import Machine
-from machina.plan.devices import effective_port, nvram_path, qmp_socket_paths
+from machina.plan.devices import (
+    effective_port,
+    nvram_path,
+    qmp_socket_paths,
+    swtpm_socket,
+    tpm_use,
+)
+from machina.systemd.unit import swtpm_unit_name
 
 
 def _sorted(m: Mapping[str, object]) -> list[str]:
@@ -63,8 +70,10 @@ def _port_line(label: str, port: int, pattern: str, vars: dict[str, str],
 
 def definition_lines(machine_name: str, vars: dict[str, str], attrs: Attributes,
                      volumes: Iterable[Volume], connections: Iterable[Connection],
-                     devices: Iterable[Device], *, strict: bool) -> list[tuple[int, str]]:
-    """Lines 5–21 of the machine summary as (level, text), level 0 = the top."""
+                     devices: Iterable[Device], *, strict: bool,
+                     tpm: Iterable[str] = ()) -> list[tuple[int, str]]:
+    """Lines 5–21 of the machine summary as (level, text), level 0 = the top; `tpm`: the
+    machine's TPM state and unit lines (they need the host config)."""
     out: list[tuple[int, str]] = []
     if vars:
         out.append((0, "Vars:"))
@@ -116,6 +125,16 @@ def definition_lines(machine_name: str, vars: dict[str, str], attrs: Attributes,
             "Spice Port", a.spice_port, a.spice_port_pattern, vars, strict))
         if a.spice_displays != 0:
             out.append((0, f"Spice Display Count: {a.spice_displays}"))
+    t = a.tpm  # ours (later.md §8), only when set (D21)
+    if t.enabled:
+        out.append((0, "Trusted Platform Module: Enabled"))
+    if not t.data.is_empty:
+        out.append((0, f"TPM Data Directory: {volume_text(t.data)}"))
+    if t.enabled or t.socket_path:
+        socket = swtpm_socket(machine_name, t.socket_path) if machine_name else t.socket_path
+        if socket:
+            out.append((0, f"TPM Socket Path: {socket}"))
+    out.extend((0, line) for line in tpm)
     for title, items in (("Volumes:", [volume_text(v) for v in volumes]),
                          ("Connections:", [connection_text(c) for c in connections]),
                          ("Devices:", [device_text(d) for d in devices])):
@@ -150,6 +169,18 @@ def firmware_lines(m: Machine, host: HostFile) -> list[tuple[int, str]]:
     return out
 
 
+def _tpm_lines(m: Machine, host: HostFile | None) -> list[str]:
+    if not m.attrs.tpm.enabled or host is None:
+        return []
+    try:
+        use = tpm_use(m, host)
+    except MachinaError as exc:
+        state = f"TPM State Directory: {exc}"
+    else:
+        state = "" if use is None else f"TPM State Directory: {use.state_dir}"
+    return [state, f"TPM Unit: {swtpm_unit_name(m.name)}"]
+
+
 def machine_summary(m: Machine, host: HostFile | None = None) -> str:
     head: list[tuple[int, str]] = []
     if m.name:
@@ -161,7 +192,7 @@ def machine_summary(m: Machine, host: HostFile | None = None) -> str:
     if m.tags:
         head.append((0, f"Tags: {','.join(m.tags)}"))
     body = definition_lines(m.name, m.vars, m.attrs, m.volumes, m.connections, m.devices,
-                            strict=True)
+                            strict=True, tpm=_tpm_lines(m, host))
     if host is not None and m.attrs.firmware_profile:
         at = next(i for i, (lvl, text) in enumerate(body)
                   if lvl == 0 and text.startswith("Firmware Profile: "))

@@ -231,3 +231,28 @@ def test_cat_json_firmware_profile(machina: Machina, tmp_path: Path) -> None:
     host = json.loads((case / "machina.conf.json").read_text())
     assert set(doc["system"]["firmware"]) == set(host["firmware"])
     assert doc["system"]["firmware"]["uefi"]["code"] == host["firmware"]["uefi"]["code"]
+
+
+TPM_CASE = Path(__file__).resolve().parents[1] / "cases" / "ext-tpm"
+
+
+def test_cat_and_list_json_show_the_tpm_and_its_unit(machina: Machina) -> None:
+    """A machine with a TPM: `tpm` (state, socket, unit) and the swtpm unit as its
+    companion, as `cat` prints them; a machine without one has neither."""
+    proc = machina.run("cat", "--json", "kiosk", "swtpm-win11", config_dir=TPM_CASE)
+    assert_ok(proc)
+    kiosk, other = parse_document(proc.stdout, "cat")["machines"]
+    assert kiosk["tpm"] == {"state": "/var/lib/machina/tpm/kiosk/state",
+                            "socket": "/run/kiosk-tpm/control.socket",
+                            "unit": "machina-swtpm@kiosk.service"}
+    assert kiosk["companions"] == ["machina-swtpm@kiosk.service"]
+    text = machina.run("cat", "kiosk", config_dir=TPM_CASE).stdout
+    for value in kiosk["tpm"].values():
+        assert value in text
+    assert other["tpm"] is None and other["companions"] == []
+    proc = machina.run("list", "--json", "--offline", config_dir=TPM_CASE)
+    assert_ok(proc)
+    units = {m["name"]: [c["unit"] for c in m["companions"]]
+             for m in parse_document(proc.stdout, "list")["machines"]}
+    assert units == {"kiosk": ["machina-swtpm@kiosk.service"], "swtpm-win11": [],
+                     "win11": ["machina-swtpm@win11.service"]}

@@ -28,6 +28,7 @@ from machina.config.schema import (
     Privileges,
     QemuHost,
     Storage,
+    Tpm,
     Volume,
 )
 from machina.config.values import ValueFormError, Wwn, parse_uuid, parse_wwn
@@ -372,12 +373,17 @@ def _socket_name(ctx: _Ctx, ptr: str, value: Any) -> str:
     return name
 
 
+def _run_socket_ok(path: str) -> bool:
+    """Absolute, normalized, in a directory below /run (not a user's /run/user/UID)."""
+    return (path.startswith(SOCKET_ROOT) and os.path.normpath(path) == path
+            and path.count("/") >= 3 and not path.startswith("/run/user/"))
+
+
 def _socket_path(ctx: _Ctx, ptr: str, value: Any) -> str:
     """A QMP socket path: absolute, normalized, in a directory below /run (not a user's
     /run/user/UID), so a QEMU running as root replaces no file elsewhere."""
     path = _string(ctx, ptr, value)
-    if path and not (path.startswith(SOCKET_ROOT) and os.path.normpath(path) == path
-                     and path.count("/") >= 3 and not path.startswith("/run/user/")):
+    if path and not _run_socket_ok(path):
         ctx.error(ptr, f"QMP socket path {json.dumps(path, ensure_ascii=False)} is not "
                   "allowed", "a socket path is absolute and normalized, in a directory "
                   "below /run/ (such as /run/qmp/NAME.sock), not in /run/user/; or use "
@@ -405,6 +411,28 @@ def _machine_type(ctx: _Ctx, ptr: str, value: Any) -> str:
     return text
 
 
+def _tpm_socket_path(ctx: _Ctx, ptr: str, value: Any) -> str:
+    """swtpm's control socket (attrs.tpm.socket.path): the rule of QMP socket paths, so
+    an swtpm running as root replaces no file outside /run."""
+    path = _string(ctx, ptr, value)
+    if path and not _run_socket_ok(path):
+        ctx.error(ptr, f"TPM socket path {json.dumps(path, ensure_ascii=False)} is not "
+                  "allowed", "a socket path is absolute and normalized, in a directory "
+                  "below /run/ (such as /run/tpm/NAME.sock), not in /run/user/")
+        return ""
+    return path
+
+
+def _tpm(ctx: _Ctx, ptr: str, value: Any) -> Tpm:
+    f = _fields(ctx, ptr, value, {
+        "enabled": _bool, "data": _volume,
+        "socket": _sub({"path": _tpm_socket_path}, "attrs.tpm.socket")}, "attrs.tpm")
+    if not f:
+        return Tpm()
+    return Tpm(enabled=f.get("enabled", False), data=f.get("data", Volume()),
+               socket_path=f.get("socket", {}).get("path", ""))
+
+
 def _attrs(ctx: _Ctx, ptr: str, value: Any) -> Attributes:
     f = _fields(ctx, ptr, value, {
         "firmware": _sub({"code": _volume, "vars": _volume, "profile": _string},
@@ -423,6 +451,7 @@ def _attrs(ctx: _Ctx, ptr: str, value: Any) -> Attributes:
         "serial": _sub({"enabled": _bool}, "attrs.serial"),
         "machine": _sub({"type": _machine_type}, "attrs.machine"),
         "pvpanic": _sub({"enabled": _bool}, "attrs.pvpanic"),
+        "tpm": _tpm,
     }, "attrs")
     if not f:
         return Attributes()
@@ -458,6 +487,7 @@ def _attrs(ctx: _Ctx, ptr: str, value: Any) -> Attributes:
         threads=cpu.get("threads", 0),
         enlightenments_level=f.get("enlightenments", {}).get("level", ""),
         pvpanic=f.get("pvpanic", {}).get("enabled", False),
+        tpm=f.get("tpm", Tpm()),
     )
 
 

@@ -20,6 +20,9 @@ Definitions D = [machine, tag1, tag2, …]; "first" means earliest in D.
 | cpu.threads (ours)                              | first value > 0                             |
 | enlightenments.level (ours)                     | first non-empty                             |
 | pvpanic.enabled (ours)                          | OR                                          |
+| tpm.enabled (later.md §8)                       | OR                                          |
+| tpm.data                                        | first non-empty volume, as a whole object   |
+| tpm.socket.path                                 | first non-empty                             |
 | volumes, connections, devices                   | concatenated in D order; a name seen before |
 |                                                 | drops the item (whole objects)              |
 
@@ -29,6 +32,8 @@ Then derived identifiers are filled in (identity.md §2.1).
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
@@ -39,10 +44,11 @@ from machina.config.schema import (
     Definition,
     HostFile,
     MachineFile,
+    Tpm,
     Volume,
 )
 from machina.config.values import Wwn
-from machina.errors import Failure
+from machina.errors import ConfigError, Failure
 from machina.model import Machine
 
 T = TypeVar("T")
@@ -57,7 +63,7 @@ HANDLED_ATTRIBUTE_FIELDS = frozenset({
     "qmp_enabled", "qmp_names", "qmp_paths", "agent_enabled", "agent_port",
     "agent_port_pattern", "spice_enabled", "spice_port", "spice_port_pattern",
     "spice_displays", "boot", "privileges_mode", "shutdown_timeout", "firmware_profile",
-    "serial", "machine_type", "threads", "enlightenments_level", "pvpanic"})
+    "serial", "machine_type", "threads", "enlightenments_level", "pvpanic", "tpm"})
 
 
 def union(a: Sequence[str], b: Sequence[str]) -> tuple[str, ...]:
@@ -106,6 +112,11 @@ def merge_attributes(defs: Sequence[Definition]) -> Attributes:
         cmdline=first_str(a.boot.cmdline for a in attrs),
         bios=first_str(a.boot.bios for a in attrs),
     )
+    tpm = Tpm(
+        enabled=any(a.tpm.enabled for a in attrs),
+        data=next((a.tpm.data for a in attrs if not a.tpm.data.is_empty), Volume()),
+        socket_path=first_str(a.tpm.socket_path for a in attrs),
+    )
     return Attributes(
         firmware_code=code,
         firmware_vars=fvars,
@@ -132,6 +143,7 @@ def merge_attributes(defs: Sequence[Definition]) -> Attributes:
         threads=first_int("threads"),
         enlightenments_level=first_str(a.enlightenments_level for a in attrs),
         pvpanic=any_on("pvpanic"),
+        tpm=tpm,
     )
 
 
@@ -172,6 +184,53 @@ def collect_tags(machine: MachineFile, host: HostFile) -> list[Definition]:
     return defs
 
 
+def _tag_pointer(tag: str) -> str:
+    """The JSON path of a tag in machina.conf.json, written as config/load.py writes it."""
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", tag):
+        return f"$.tag.{tag}"
+    return f"$.tag[{json.dumps(tag, ensure_ascii=False)}]"
+
+
+def check_tpm(machine: MachineFile, host: HostFile, defs: Sequence[Definition]) -> None:
+    """An enabled TPM needs a data volume on a `tpm-data` pool (later.md §8). The error
+    names the file and JSON path where the TPM was switched on, or where the data was."""
+    places = [(machine.path, "$"), *((host.path or "machina.conf.json", _tag_pointer(t))
+                                     for t in machine.tags)]
+    on = [(place, d.attrs.tpm) for place, d in zip(places, defs, strict=True)
+          if d.attrs.tpm.enabled]
+    if not on:
+        return
+    data = next(((place, d.attrs.tpm.data) for place, d in zip(places, defs, strict=True)
+                 if not d.attrs.tpm.data.is_empty), None)
+    pools = sorted(k for k, p in host.storage.items() if p.type == "tpm-data")
+    example = pools[0] if pools else "tpm-state"
+    hint = (f'add "data": {{"name": "tpm", "storage": "{example}"}} there; the pool needs '
+            '"type": "tpm-data" in machina.conf.json ($.storage), e.g. {"path": '
+            '"/var/lib/machina/tpm", "pattern": "${machine-name}", "type": "tpm-data"}')
+    if data is None:
+        (file, base), _ = on[0]
+        raise ConfigError(file, f"{base}.attrs.tpm", "the TPM is enabled but has no data "
+                          "volume (attrs.tpm.data): swtpm needs a directory for its state",
+                          (hint,))
+    (file, base), volume = data
+    ptr = f"{base}.attrs.tpm.data"
+    if not volume.name:
+        raise ConfigError(file, f"{ptr}.name", "the TPM data volume has no name",
+                          ('give it a name, e.g. "tpm"',))
+    pool = host.storage.get(volume.storage)
+    use = (f'use a pool of type "tpm-data" ({", ".join(pools)})' if pools else
+           'define a pool of type "tpm-data" in machina.conf.json ($.storage), e.g. '
+           '{"path": "/var/lib/machina/tpm", "pattern": "${machine-name}", '
+           '"type": "tpm-data"}')
+    if pool is None:
+        raise ConfigError(file, f"{ptr}.storage", f'unknown storage pool "{volume.storage}"',
+                          (use,))
+    if pool.type != "tpm-data":
+        raise ConfigError(file, f"{ptr}.storage", f'storage pool "{volume.storage}" has type '
+                          f'"{pool.type}", but TPM data needs a pool of type "tpm-data"',
+                          (use,))
+
+
 def resolve_machine(machine: MachineFile, host: HostFile) -> Machine:
     """The machine merged with its tags, with derived identifiers (spec/config.md §5)."""
     defs = collect_tags(machine, host)
@@ -203,6 +262,7 @@ def resolve_machine(machine: MachineFile, host: HostFile) -> Machine:
         else dataclasses.replace(d, id=identity.device_id(mid, name, d.device_class, d.name))
         for d in devices)
     attrs = merge_attributes(defs)
+    check_tpm(machine, host, defs)
     return Machine(
         privileges=attrs.privileges_mode or host.privileges.mode or "root",
         name=name,

@@ -56,6 +56,15 @@ class Boot:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Tpm:
+    """A software TPM 2.0 (swtpm; the reference's later `attrs.tpm`, later.md §8)."""
+
+    enabled: bool = False
+    data: Volume = Volume()      # a volume on a `tpm-data` pool: the TPM's directory
+    socket_path: str = ""        # swtpm's control socket (default: machina chooses)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Attributes:
     firmware_code: Volume = Volume()
     firmware_vars: Volume = Volume()
@@ -82,6 +91,7 @@ class Attributes:
     threads: int = 0           # ours: -smp threads= (attrs.cpu.threads)
     enlightenments_level: str = ""  # ours: "" or "basic" (the 4 flags), "full" (later.md §7)
     pvpanic: bool = False      # ours: the ISA pvpanic device (attrs.pvpanic.enabled)
+    tpm: Tpm = Tpm()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

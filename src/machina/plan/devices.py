@@ -172,6 +172,44 @@ class Nvram:
     template: str
 
 
+SWTPM_RUN_DIR = "/run/machina-swtpm"   # not below /run/machina/NAME: QEMU's unit owns that
+
+
+def swtpm_socket(machine_name: str, configured: str = "") -> str:
+    """swtpm's control socket: attrs.tpm.socket.path, else in the swtpm unit's own
+    runtime directory."""
+    return configured or join_path(SWTPM_RUN_DIR, machine_name, "control.socket")
+
+
+@dataclass(frozen=True, slots=True)
+class TpmUse:
+    """The machine's software TPM: where swtpm keeps its state and listens."""
+
+    data_dir: str     # the `tpm-data` volume: a directory machina owns
+    state_dir: str    # data_dir/state: swtpm's --tpmstate (as the reference)
+    socket: str       # the control socket QEMU connects to
+
+
+def tpm_use(machine: Machine, host: HostFile) -> TpmUse | None:
+    """The TPM of a machine with attrs.tpm.enabled (its data volume was checked by
+    resolve: it names a `tpm-data` pool)."""
+    tpm = machine.attrs.tpm
+    if not tpm.enabled:
+        return None
+    pool = host.storage.get(tpm.data.storage)
+    if pool is None or pool.type != "tpm-data":
+        raise PlanError(f'the TPM data volume uses storage pool "{tpm.data.storage}", which '
+                        'is not a pool of type "tpm-data"')
+    data = volume_path(machine, tpm.data, tpm.data.storage, pool)
+    socket = swtpm_socket(machine.name, tpm.socket_path)
+    for what, path in (("TPM data directory", data), ("TPM socket path", socket)):
+        if not path.startswith("/") or "," in path or any(not c.isprintable() for c in path):
+            raise PlanError(f"the {what} {path!r} cannot be given to swtpm",
+                            ("swtpm needs an absolute path without commas or control "
+                             "characters (it cannot escape them)",))
+    return TpmUse(data, join_path(data, "state"), socket)
+
+
 @dataclass
 class Plan:
     """Every QEMU option of one machine, by section (qemu.md §3–5)."""
@@ -190,12 +228,15 @@ class Plan:
     images: list[Image] = field(default_factory=list)  # qcow2 images: prepare checks them
     nvram: Nvram | None = None
     firmware: Chosen | None = None
+    tpm: TpmUse | None = None
 
     def options(self) -> tuple[Opt, ...]:
         resources = [opt("object", "iothread", ("id", f"iothread.{i}"))
                      for i in range(self.iothreads)]
-        return (*self.settings, *resources, *self.blockdevs, *self.chardevs, *self.netdevs,
-                *self.topology.opts(), *self.isa)
+        tpm = () if self.tpm is None else (
+            opt("tpmdev", "emulator", ("id", "tpm.0"), ("chardev", "tpm.0.socket")),)
+        return (*self.settings, *resources, *self.blockdevs, *self.chardevs, *tpm,
+                *self.netdevs, *self.topology.opts(), *self.isa)
 
 
 def _nic(bus: str, *, mac: str, netdev: str) -> Opt:
@@ -393,6 +434,16 @@ class _Builder:
         for volume in volumes:
             self.apply_volume(volume)
 
+    def tpm(self) -> None:
+        use = tpm_use(self.m, self.host)
+        if use is None:
+            return
+        self.plan.tpm = use
+        # a client of swtpm's control socket; first in the chardev list (later.md §8)
+        self.plan.chardevs.append(opt("chardev", "socket", ("id", "tpm.0.socket"),
+                                      ("path", use.socket)))
+        self.topo.add_tpm("tpm.0")
+
     def qmp(self) -> None:
         a = self.m.attrs
         if not a.qmp_enabled:
@@ -568,6 +619,7 @@ class _Builder:
                             ('set "attrs": {"memory": {"ram": <MiB>}} in the machine or a tag',),
                             ("attrs", "memory", "ram"))
         self.firmware()
+        self.tpm()
         self.qmp()
         self.agent()
         self.spice_step()

@@ -91,7 +91,19 @@ class SataCd:
                     ("bus", f"ide.{(self.k + 1) % 6}"), ("drive", self.node))]
 
 
-Entry = RootPort | Qxl | SataCd
+@dataclass
+class TpmCrb:
+    """The TPM 2.0 CRB interface: a system-bus device, so it takes no PCI address (the
+    reference's later versions let it consume an index, which can leave function 0 of a
+    slot empty and hide the slot: decisions D22)."""
+
+    tpmdev: str
+
+    def opts(self) -> list[Opt]:
+        return [opt("device", "tpm-crb", ("tpmdev", self.tpmdev))]
+
+
+Entry = RootPort | Qxl | SataCd | TpmCrb
 
 
 @dataclass
@@ -126,6 +138,9 @@ class Topology:
         self.sata_count += 1
         if self.next_index % 8 != 0:
             self.next_index += 1
+
+    def add_tpm(self, tpmdev: str) -> None:
+        self.entries.append(TpmCrb(tpmdev))
 
     def controller(self, kind: str) -> Controller:
         found = self.controllers.get(kind)

@@ -145,3 +145,16 @@ def parse_argv(argv: list[str] | tuple[str, ...]) -> tuple[Opt, ...]:
         out.append(parse_value(flag, argv[i + 1]))
         i += 2
     return tuple(out)
+def keyval(*props: tuple[str, str | int | None]) -> str:
+    """`key=value,key=value` for programs that split at every comma and cannot escape one
+    (swtpm's --tpmstate, --ctrl): a value holding a comma is refused, not escaped."""
+    out: list[str] = []
+    for name, value in props:
+        if value is None:
+            continue
+        text = str(value)
+        if not _PROP_NAME.fullmatch(name) or "," in text or "\x00" in text:
+            raise PlanError(f"{name}={text!r} cannot be given to swtpm",
+                            ("swtpm splits its options at every comma and cannot escape one",))
+        out.append(name + "=" + text)
+    return ",".join(out)

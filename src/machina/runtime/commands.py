@@ -26,11 +26,26 @@ T = TypeVar("T")
 # --- systemd ------------------------------------------------------------------------------
 
 
+def _machine_units(cfg: Configs, arg: str) -> tuple[str, ...]:
+    """The machine's unit (named as the reference does, without `.service`) and its
+    companions (the swtpm unit of a machine with a TPM). A machine whose tags cannot be
+    merged any more still gets its own unit."""
+    from machina.systemd.render import machine_units
+
+    own = f"machina-{cfg.machine_file(arg).name}"
+    try:
+        return (own, *machine_units(cfg.machine(arg))[1:])
+    except MachinaError:
+        return (own,)
+
+
 def _units(cfg: Configs, machines: Sequence[str]) -> list[str]:
-    return [f"machina-{cfg.machine_file(m).name}" for m in machines]
+    return [u for m in machines for u in _machine_units(cfg, m)]
 
 
 def _systemctl(verb: str) -> Callable[[Configs, argparse.Namespace], int]:
+    """`systemctl VERB` on the machines' units and their companions: enabling, starting
+    or stopping a machine with a TPM acts on its swtpm unit too."""
     def command(cfg: Configs, ns: argparse.Namespace) -> int:
         systemctl.systemctl(verb, _units(cfg, ns.machines))
         return 0
@@ -161,7 +176,7 @@ def _run_async(coro: Coroutine[Any, Any, T], cancelled: T) -> T:
 def prepare(cfg: Configs, ns: argparse.Namespace) -> int:
     built = cfg.build_all(ns.machines)
     for b in built:
-        actions = hostplan.plan_prepare(cfg.host(), b)
+        actions = hostplan.plan_prepare(cfg.host(), b, tpm_only=ns.tpm)
         if ns.dry_run:
             _show(b.machine.name, actions)
         else:

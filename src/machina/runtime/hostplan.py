@@ -3,6 +3,7 @@ applied second, so `--dry-run` can show exactly what would run as root."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -35,13 +36,51 @@ def _grant_vfio(m: Machine, dev: mdev.Mdev) -> None:
     access.grant_device(m, mdev.vfio_group_node(dev.uuid))
 
 
-def plan_prepare(host: HostFile, b: Built) -> list[HostAction]:
-    """Mediated devices; in least-privilege mode also file access, VFIO nodes and taps.
+def plan_tpm(b: Built) -> list[HostAction]:
+    """The TPM state (manufactured once, never replaced) and, in least-privilege mode,
+    its hand-over to the machine's group; a configured socket's directory."""
+    from machina.plan.devices import SWTPM_RUN_DIR
+    from machina.runtime import access, tpm
+
+    m, use = b.machine, b.plan.tpm
+    if use is None:
+        return []
+    actions: list[HostAction] = []
+    default_dir = os.path.join(SWTPM_RUN_DIR, m.name)
+    if os.path.dirname(use.socket) != default_dir and not os.path.isdir(
+            os.path.dirname(use.socket)):
+        actions.append(HostAction(f"create the TPM socket directory "
+                                  f"{os.path.dirname(use.socket)}",
+                                  partial(tpm.ensure_socket_dir, m, use, default_dir)))
+    if m.least:
+        access._check_dirs(m, use.data_dir)
+    check = tpm.check_state(use)  # refuses foreign or partial content before any change
+    if check.kind is not tpm.StateKind.present:
+        actions.append(HostAction(
+            f"manufacture a TPM 2.0 state in {use.state_dir} (swtpm_setup: EK and platform "
+            "certificates, sha256 PCR bank)"
+            + (f", for the group {m.group_name}" if m.least else ""),
+            partial(tpm.manufacture, m, use)))
+    elif m.least:
+        paths = tpm.group_problems(m, use)
+        if paths:
+            actions.append(HostAction(
+                f"give {', '.join(paths)} to the group {m.group_name} ({m.group_id}): "
+                "chgrp, group read/write (contents untouched)",
+                partial(tpm.hand_over, m, use)))
+    return actions
+
+
+def plan_prepare(host: HostFile, b: Built, *, tpm_only: bool = False) -> list[HostAction]:
+    """Mediated devices; in least-privilege mode also file access, VFIO nodes and taps;
+    the TPM state. With tpm_only, the TPM alone (the swtpm unit's ExecStartPre).
 
     Problems found while planning (a file the machine's group cannot reach, a network
-    without a bridge) raise here, before anything is changed."""
+    without a bridge, a foreign TPM state) raise here, before anything is changed."""
     m = b.machine
-    actions: list[HostAction] = []
+    if tpm_only:
+        return plan_tpm(b)
+    actions: list[HostAction] = plan_tpm(b)
     chain: list[FileUse] = []
     if b.plan.images:
         from machina.runtime import images

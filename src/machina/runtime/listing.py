@@ -19,6 +19,7 @@ from machina.systemd.render import machine_units, unit_name
 from machina.systemd.unit import durations
 
 RED, GREEN, RESET = "\033[31m", "\033[32m", "\033[0m"
+COMPANION_MARK = "  └ "  # a companion unit's line, under its machine's: "  └ swtpm"
 
 
 def _since(st: UnitState) -> float:
@@ -38,19 +39,42 @@ def _colour() -> bool:
             and os.environ.get("TERM") != "dumb")
 
 
+def _companions(cfg: Configs, name: str) -> tuple[str, ...]:
+    """The machine's companion units (its swtpm unit), () when it has none or its config
+    does not build: the machine's own line shows config errors."""
+    try:
+        return machine_units(cfg.machine(name))[1:]
+    except MachinaError:
+        return ()
+
+
+def _kind(companion: str) -> str:
+    """`swtpm` for machina-swtpm@NAME.service."""
+    return companion.split("@", 1)[0].removeprefix("machina-")
+
+
 def list_machines(cfg: Configs, *, live: bool = True) -> str:
     names = cfg.where.machine_names()
     units = [unit_name(n) for n in names]
-    states = unit_states(units) if live else {}
+    companions = {n: _companions(cfg, n) for n in names}
+    extra = [c for n in names for c in companions[n]]
+    states = unit_states(units + extra) if live else {}
     now = time.time()
     rows: list[tuple[str, str, str, str, str, UnitState]] = []
+    lines: list[tuple[str, str, str]] = []  # (first column, unit, companion unit or "")
     for name, unit in zip(names, units, strict=True):
+        lines.append((name, unit, ""))
+        lines += [(COMPANION_MARK + _kind(c), c, c) for c in companions[name]]
+    for name, unit, companion in lines:
         st = states.get(unit, UnitState())
-        try:
-            mf = load_machine(cfg.where.machine_path(name))
-            end = f"  ({mf.description})" if mf.description else ""
-        except MachinaError as exc:
-            end = ": " + str(exc).replace("\n", "; ")  # one line per machine
+        if companion:
+            end = f"  ({companion})"
+        else:
+            try:
+                mf = load_machine(cfg.where.machine_path(name))
+                end = f"  ({mf.description})" if mf.description else ""
+            except MachinaError as exc:
+                end = ": " + str(exc).replace("\n", "; ")  # one line per machine
         state = (f"{st.active}/{st.sub}" if st.active and st.sub and st.active != st.sub
                  else st.active or st.sub)
         since = _since(st)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from machina.errors import Failure
 from machina.runtime import proc
-from machina.systemd.render import unit_name
+from machina.systemd.unit import swtpm_unit_name
 
 SYSTEM_UNIT_DIR = "/etc/systemd/system"
 
@@ -49,8 +49,10 @@ def read_installed(unit: str, unit_dir: str | None) -> str | None:
 
 
 def write_units(units: Sequence[tuple[str, str]], unit_dir: str | None, *,
-                reload: bool) -> None:
-    """Write every unit (all were rendered before: nothing is written on a build error)."""
+                reload: bool, stale: Sequence[str] = ()) -> None:
+    """Write every unit, given as (file name, text): all were rendered before, so nothing
+    is written on a build error. The swtpm units of the `stale` machines (which no longer
+    have a TPM) are removed: no machine's own unit can have such a name."""
     target = unit_dir or SYSTEM_UNIT_DIR
     if not os.path.isdir(target):
         if unit_dir is None:
@@ -59,10 +61,18 @@ def write_units(units: Sequence[tuple[str, str]], unit_dir: str | None, *,
                           ("use --unit-dir DIR to write the units somewhere else",))
         raise Failure(f"the unit directory {target} does not exist")
     for name, text in units:
+        path = os.path.join(target, name)
         try:
-            write_atomic(os.path.join(target, unit_name(name)), text)
+            write_atomic(path, text)
         except OSError as exc:
-            raise Failure(f"failed to write {os.path.join(target, unit_name(name))}: "
-                          f"{exc.strerror or exc}") from exc
+            raise Failure(f"failed to write {path}: {exc.strerror or exc}") from exc
+    for machine in stale:
+        path = os.path.join(target, swtpm_unit_name(machine))
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise Failure(f"failed to remove {path}: {exc.strerror or exc}") from exc
     if reload:
         proc.run(["systemctl", "daemon-reload"])

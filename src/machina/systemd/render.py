@@ -4,14 +4,15 @@ systemd's sandboxing, while machina's own steps keep root (`+` prefix)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from machina.config.patterns import join_path
 from machina.model import Machine
-from machina.plan.devices import Plan
+from machina.plan.devices import SWTPM_RUN_DIR, Plan, TpmUse
 from machina.qemu.argv import QEMU
-from machina.qemu.opts import Opt
+from machina.qemu.opts import Opt, keyval
 from machina.systemd.unit import (
     Command,
     PathList,
@@ -23,7 +24,9 @@ from machina.systemd.unit import (
     Word,
     durations,
     section,
+    swtpm_unit_name,
 )
+from machina.systemd.unit import unit_name as unit_name  # re-exported: callers use render
 
 STOP_TIMEOUT = 90
 SHUTDOWN_TIMEOUT = STOP_TIMEOUT - 5
@@ -71,25 +74,24 @@ class LeastPrivilege:
                    created)
 
 
-def unit_name(machine_name: str) -> str:
-    return f"machina-{machine_name}.service"
-
-
 def machine_units(machine: Machine) -> tuple[str, ...]:
-    """Every unit machina writes for the machine, its own first, then its companions.
+    """Every unit machina writes for the machine, its own first, then its companions
+    (the swtpm unit when it has a TPM).
 
-    The one list `list`, `remove` and `check` take a machine's units from: a feature
-    that adds a companion unit (a software TPM) adds it here."""
+    The one list `list`, `remove` and `check` take a machine's units from."""
+    if machine.attrs.tpm.enabled:
+        return (unit_name(machine.name), swtpm_unit_name(machine.name))
     return (unit_name(machine.name),)
 
 
-def _hardening(least: LeastPrivilege) -> list[tuple[str, Value]]:
+def _hardening(least: LeastPrivilege, supplementary: Sequence[str] = ("kvm",),
+               umask: str = "0077") -> list[tuple[str, Value]]:
     out: list[tuple[str, Value]] = [
         ("DynamicUser", Raw("yes")),
         ("User", Raw(least.user)),
         # the group must exist before the unit starts: `machina generate` creates it
-        ("SupplementaryGroups", Raw(f"{least.group} kvm")),
-        ("UMask", Raw("0077")),
+        ("SupplementaryGroups", Raw(" ".join((least.group, *supplementary)))),
+        ("UMask", Raw(umask)),
         ("NoNewPrivileges", Raw("yes")),
         ("CapabilityBoundingSet", Raw("")),
         ("AmbientCapabilities", Raw("")),
@@ -146,7 +148,8 @@ class _Device:
 
 
 def render_unit(machine_name: str, options: Sequence[Opt],
-                least: LeastPrivilege | None = None, shutdown_timeout: int = 0) -> Unit:
+                least: LeastPrivilege | None = None, shutdown_timeout: int = 0,
+                companions: Sequence[str] = ()) -> Unit:
     """The unit; shutdown_timeout (s, ours) replaces the 85 s the guest gets to power off
     (systemd's own stop timeout stays 5 s longer)."""
     shutdown = shutdown_timeout or SHUTDOWN_TIMEOUT
@@ -168,21 +171,86 @@ def render_unit(machine_name: str, options: Sequence[Opt],
     ]
     if least is not None:
         service += _hardening(least)
+    # companions (the swtpm unit) start first, and stopping one stops QEMU (BindsTo=);
+    # they stop when QEMU does (StopWhenUnneeded= there)
+    bound: list[tuple[str, Value]] = [(k, Raw(c)) for c in companions
+                                      for k in ("BindsTo", "After")]
     return Unit((
         section(
             "Unit",
             ("Description", Text(f"machina KVM {machine_name}")),
             ("Wants", Raw("network-online.target")),
             ("After", Raw("network-online.target")),
+            *bound,
             ("StartLimitIntervalSec", Raw(durations(60))),
             ("StartLimitBurst", Raw("2")),
         ),
         Section("Service", tuple(service)),
-        section("Install", ("WantedBy", Raw("multi-user.target"))),
+        section("Install", ("WantedBy", Raw("multi-user.target")),
+                *(("Also", Raw(c)) for c in companions)),
     ))
 
 
 def render_machine_unit(machine: Machine, plan: Plan) -> Unit:
     least = LeastPrivilege.of(machine, plan) if machine.least else None
     return render_unit(machine.name, plan.options(), least,
-                       machine.attrs.shutdown_timeout)
+                       machine.attrs.shutdown_timeout, machine_units(machine)[1:])
+
+
+SWTPM = "swtpm"
+
+
+def render_swtpm_unit(machine: Machine, tpm: TpmUse) -> Unit:
+    """The companion unit that runs the machine's software TPM (swtpm) in the foreground.
+
+    `machina prepare --tpm` manufactures the TPM state once (never overwrites it); swtpm
+    ends by itself when QEMU shuts the TPM down, and StopWhenUnneeded= stops it when QEMU's
+    unit stops otherwise. In least-privilege mode swtpm runs as its own dynamic user in the
+    machine's group, which alone can reach the state and the control socket."""
+    name = machine.name
+    least = machine.least
+    own = "+" if least else ""
+    gid = machine.group_id if least else None
+    ctrl = keyval(("type", "unixio"), ("path", tpm.socket), ("mode", "0660"), ("gid", gid))
+    state = keyval(("dir", tpm.state_dir), ("mode", "0660" if least else "0600"))
+    swtpm = Command.of(SWTPM, "socket", "--tpm2", "--tpmstate", state, "--ctrl", ctrl,
+                       "--log", "level=1")
+    service: list[tuple[str, Value]] = [
+        ("Type", Raw("simple")),
+        ("ExecStartPre", Command.of(PROGRAM, "prepare", "--tpm", name, prefix=own)),
+        ("ExecStart", swtpm),
+        ("RuntimeDirectory", Word(join_path("machina-swtpm", name))),
+    ]
+    writable = [tpm.state_dir]
+    if os.path.dirname(tpm.socket) != join_path(SWTPM_RUN_DIR, name):
+        writable.append(os.path.dirname(tpm.socket))
+    if least:
+        service += _hardening(LeastPrivilege(
+            user=machine.swtpm_user, group=machine.group_name, writable=tuple(writable),
+            devices=(), vfio=False, inet=False, network=False), supplementary=(), umask="0007")
+    else:
+        service += [
+            ("ProtectSystem", Raw("strict")),
+            ("ReadWritePaths", PathList(tuple(writable))),
+            ("ProtectHome", Raw("yes")),
+            ("PrivateTmp", Raw("yes")),
+            ("PrivateNetwork", Raw("yes")),
+            ("NoNewPrivileges", Raw("yes")),
+        ]
+    return Unit((
+        section(
+            "Unit",
+            ("Description", Text(f"machina swtpm {name}")),
+            ("StopWhenUnneeded", Raw("yes")),
+        ),
+        Section("Service", tuple(service)),
+        section("Install", ("WantedBy", Raw(unit_name(name)))),
+    ))
+
+
+def render_machine_units(machine: Machine, plan: Plan) -> tuple[tuple[str, Unit], ...]:
+    """Every unit of the machine, by file name: its own, then its companions."""
+    units = [(unit_name(machine.name), render_machine_unit(machine, plan))]
+    if plan.tpm is not None:
+        units.append((swtpm_unit_name(machine.name), render_swtpm_unit(machine, plan.tpm)))
+    return tuple(units)

@@ -281,3 +281,12 @@ def parse_command(value: str) -> tuple[str, list[str]]:
     except (IndexError, ValueError) as exc:
         raise UnitSyntaxError(f"cannot read the command line: {exc}") from exc
     return prefix, words
+def unit_name(machine_name: str) -> str:
+    return f"machina-{machine_name}.service"
+
+
+def swtpm_unit_name(machine_name: str) -> str:
+    """The machine's swtpm unit: an instance name. No machine's own unit can have this
+    name, because `@` cannot appear in a machine name (decisions D15); the reference's
+    `machina-swtpm-NAME` is the unit of a machine named `swtpm-NAME`."""
+    return f"machina-swtpm@{machine_name}.service"
