@@ -251,8 +251,43 @@ def _unit_what(name: str) -> str:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Companion:
+    """A companion unit (the swtpm unit) now and as installed; None: absent."""
+
+    unit: str
+    installed: str | None
+    new: str | None
+
+
+def companion_changes(c: Companion) -> list[Change]:
+    """A companion's changes: host-only (what the guest sees of it, a TPM device, is in
+    the QEMU unit), each unit setting compared as text, ExecStart included."""
+    if c.installed == c.new:
+        return []
+    if c.installed is None or c.new is None:
+        return [Change(cls=HOST, what="unit", where=c.unit,
+                       before=None if c.installed is None else "(installed)",
+                       after=None if c.new is None else "(new unit)")]
+    try:
+        old, new = _grouped(parse_unit(c.installed)), _grouped(parse_unit(c.new))
+    except UnitSyntaxError as exc:
+        return [Change(cls=HOST, what="unreadable", where=c.unit,
+                       before=f"(cannot be read back: {exc})", after=None)]
+    out = []
+    for key in [*old, *(k for k in new if k not in old)]:
+        a, b = old.get(key), new.get(key)
+        if a != b:
+            out.append(Change(cls=HOST, what=_unit_what(key.split("] ", 1)[1]),
+                              where=f"{c.unit} {key}",
+                              before=None if a is None else "\n".join(a),
+                              after=None if b is None else "\n".join(b)))
+    return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UnitDiff:
-    """A machine's new unit against the installed one (installed None: not installed)."""
+    """A machine's new unit against the installed one (installed None: not installed),
+    and its companion units."""
 
     name: str
     unit: str
@@ -260,6 +295,7 @@ class UnitDiff:
     new: str
     pinned: bool
     changes: tuple[Change, ...]
+    companions: tuple[Companion, ...] = ()
 
     @property
     def guest_visible(self) -> bool:
@@ -276,20 +312,31 @@ class UnitDiff:
             c.where == "-machine type" and c.before == "q35"))
 
     def unified(self) -> str:
+        """The unified diff of every unit of the machine, its own first."""
         import difflib
 
-        old = [] if self.installed is None else self.installed.splitlines(keepends=True)
-        return "".join(difflib.unified_diff(
-            old, self.new.splitlines(keepends=True),
-            fromfile="/dev/null" if self.installed is None else f"a/{self.unit}",
-            tofile=f"b/{self.unit}"))
+        out: list[str] = []
+        for unit, installed, new in ((self.unit, self.installed, self.new),
+                                     *((c.unit, c.installed, c.new) for c in self.companions)):
+            out.extend(difflib.unified_diff(
+                [] if installed is None else installed.splitlines(keepends=True),
+                [] if new is None else new.splitlines(keepends=True),
+                fromfile="/dev/null" if installed is None else f"a/{unit}",
+                tofile="/dev/null" if new is None else f"b/{unit}"))
+        return "".join(out)
 
 
 def diff_unit(name: str, unit: str, installed: str | None, new: str, *,
-              pinned: bool) -> UnitDiff:
-    changes = () if installed is None else tuple(classify_units(installed, new))
+              pinned: bool, companions: Sequence[Companion] = ()) -> UnitDiff:
+    """The machine's units against the installed ones; changes are listed once the
+    machine's own unit is installed (before, every line is new)."""
+    changes: list[Change] = []
+    if installed is not None:
+        changes = classify_units(installed, new)
+        for c in companions:
+            changes.extend(companion_changes(c))
     return UnitDiff(name=name, unit=unit, installed=installed, new=new, pinned=pinned,
-                    changes=changes)
+                    changes=tuple(changes), companions=tuple(companions))
 
 
 def change_data(c: Change) -> dict[str, object]:
@@ -299,7 +346,9 @@ def change_data(c: Change) -> dict[str, object]:
 
 def diff_data(d: UnitDiff) -> dict[str, object]:
     """DIFF-ENTRY of docs/json.md."""
-    return {"name": d.name, "unit": d.unit, "installed": d.installed is not None,
+    return {"name": d.name, "unit": d.unit,
+            "units": [d.unit, *(c.unit for c in d.companions if c.new is not None)],
+            "installed": d.installed is not None,
             "pinned": d.pinned, "guest_visible": d.guest_visible,
             "changes": [change_data(c) for c in d.changes], "diff": d.unified()}
 

@@ -109,16 +109,24 @@ def cmd_cat(cfg: Configs, ns: argparse.Namespace) -> int:
 def _unit_diffs(built: Sequence[Built],
                 units: Sequence[tuple[str, Sequence[tuple[str, str]]]],
                 unit_dir: str | None) -> list[UnitDiff]:
-    """The QEMU unit of each machine against the installed one (a companion unit holds no
-    guest-visible hardware)."""
-    from machina.changes import diff_unit
+    """Each machine's units against the installed ones: its QEMU unit option by option,
+    its companions (the swtpm unit; what the guest sees of it is in the QEMU unit) as
+    host-only settings, including one installed earlier that the config no longer has."""
+    from machina.changes import Companion, diff_unit
     from machina.runtime.units import read_installed
-    from machina.systemd.render import unit_name
+    from machina.systemd.render import possible_units
 
-    return [diff_unit(b.machine.name, unit_name(b.machine.name),
-                      read_installed(unit_name(b.machine.name), unit_dir), text,
-                      pinned=b.machine.pinned)
-            for b, (_, ((_, text), *_)) in zip(built, units, strict=True)]
+    out = []
+    for b, (_, ((own, text), *rest)) in zip(built, units, strict=True):
+        new = dict(rest)
+        names = list(dict.fromkeys([*new, *possible_units(b.machine.name)[1:]]))
+        companions = [Companion(unit=u, installed=read_installed(u, unit_dir),
+                                new=new.get(u)) for u in names]
+        out.append(diff_unit(b.machine.name, own, read_installed(own, unit_dir), text,
+                             pinned=b.machine.pinned,
+                             companions=[c for c in companions
+                                         if c.installed is not None or c.new is not None]))
+    return out
 
 
 def _refuse_hardware_changes(diffs: Sequence[UnitDiff]) -> None:

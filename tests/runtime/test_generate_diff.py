@@ -29,6 +29,9 @@ HOST: dict[str, Any] = {
                  "readonly": True},
         "nvram": {"path": "/srv/vm/", "pattern": "${machine-name}-VARS.fd",
                   "type": "firmware"},
+        "tpm-state": {"path": "/var/lib/machina/tpm", "pattern": "${machine-name}",
+                      "type": "tpm-data"},
+        "tpm-moved": {"path": "/srv/tpm", "pattern": "${machine-name}", "type": "tpm-data"},
     },
     "network": {"lan": {"device": "br0"}, "lan2": {"device": "br9"}},
     "mdev": {"gpu": {"address": "0000:c1:00.0", "types": {"cad": "GRID RTX8000-6Q"}}},
@@ -81,6 +84,10 @@ def _add_nic(machine: dict[str, Any], host: dict[str, Any]) -> None:
     machine["connections"].append({"name": "1", "network": "lan"})
 
 
+def _tpm(machine: dict[str, Any], host: dict[str, Any]) -> None:
+    machine["attrs"]["tpm"] = {"enabled": True, "data": {"name": "tpm", "storage": "tpm-state"}}
+
+
 def _least(machine: dict[str, Any], host: dict[str, Any]) -> None:
     machine["attrs"]["privileges"] = {"mode": "least"}
 
@@ -123,6 +130,9 @@ CORPUS: dict[str, tuple[Edit, set[tuple[str, str]]]] = {
     "shutdown timeout": (_set("attrs.shutdown", {"timeout": 30}), {(H, "unit")}),
     # least privilege: sandbox, tap scripts, the unit's hardening and root prefixes
     "least privilege": (_least, {(H, "hardening"), (H, "path"), (H, "unit")}),
+    # a TPM: the guest sees a tpm-crb device; QEMU talks to the new swtpm unit's socket
+    # and its unit binds to it
+    "tpm added": (_tpm, {(G, "device"), (H, "tpm"), (H, "chardev"), (H, "unit")}),
 }
 
 
@@ -293,3 +303,39 @@ def test_preview_diffs_against_the_installed_unit(machina: Machina, tmp_path: Pa
     # not installed: no diff
     doc = json.loads(document(True, **preview(request, lambda: b"", {}.get)))
     assert doc["machines"][0]["diff"] is None
+
+
+def test_companion_units_in_the_diff(machina: Machina, tmp_path: Path) -> None:
+    """The swtpm unit is diffed too: its state moving is host-only (like a disk's path),
+    and a TPM removed from the config shows its installed unit going."""
+    with_tpm = copy.deepcopy(BASE)
+    _tpm(with_tpm, HOST)
+    config = make_config(tmp_path / "c", HOST, {"vm": with_tpm})
+    units = tmp_path / "units"
+    _install(machina, config, units)
+    assert (units / "machina-swtpm@vm.service").is_file()
+    file = config / "machine.conf.d" / "vm.conf.json"
+
+    moved = copy.deepcopy(with_tpm)
+    moved["attrs"]["tpm"]["data"]["storage"] = "tpm-moved"
+    write_json(file, moved)
+    proc = machina.run("generate", "--diff", "--json", "--unit-dir", str(units), "vm",
+                       config_dir=config)
+    assert_ok(proc)
+    (entry,) = parse_document(proc.stdout, "generate-diff")["machines"]
+    assert entry["units"] == ["machina-vm.service", "machina-swtpm@vm.service"]
+    assert {(c["class"], c["what"]) for c in entry["changes"]} == {(H, "unit"),
+                                                                  (H, "hardening")}
+    assert all(c["where"].startswith("machina-swtpm@vm.service [") for c in entry["changes"])
+    assert "+++ b/machina-swtpm@vm.service" in entry["diff"]
+
+    write_json(file, BASE)  # the TPM goes
+    proc = machina.run("generate", "--diff", "--json", "--unit-dir", str(units), "vm",
+                       config_dir=config)
+    (entry,) = parse_document(proc.stdout, "generate-diff")["machines"]
+    assert entry["units"] == ["machina-vm.service"]
+    gone = [c for c in entry["changes"] if c["where"] == "machina-swtpm@vm.service"]
+    assert gone == [{"class": H, "what": "unit", "where": "machina-swtpm@vm.service",
+                     "before": "(installed)", "after": None}]
+    assert ("guest", "device") in {(c["class"], c["what"]) for c in entry["changes"]}
+    assert "+++ /dev/null" in entry["diff"]

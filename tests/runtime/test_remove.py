@@ -46,3 +46,26 @@ def test_remove_with_a_unit_dir(machina: Machina, tmp_path: Path) -> None:
 
     assert_error(machina.run("remove", "--unit-dir", str(units), "../x", config_dir=config),
                  "invalid machine name")
+
+
+def test_remove_takes_the_companion_units(machina: Machina, tmp_path: Path) -> None:
+    """A machine with a software TPM: its swtpm unit goes too, its TPM state stays; a
+    swtpm unit left from an earlier config (the TPM since removed) is found as well."""
+    host = {"storage": {"tpm": {"path": f"{tmp_path}/tpm", "pattern": "${machine-name}",
+                                "type": "tpm-data"}}}
+    tpm = {"enabled": True, "data": {"name": "tpm", "storage": "tpm"}}
+    config = make_config(tmp_path / "etc", host, {
+        "win": {"id": ID, "attrs": {"memory": {"ram": 64}, "tpm": tpm}},
+        "was": {"id": ID[:-1] + "0", "attrs": {"memory": {"ram": 64}}}})
+    units = tmp_path / "units"
+    units.mkdir()
+    assert_ok(machina.run("generate", "--unit-dir", str(units), "win", config_dir=config))
+    (units / "machina-swtpm@was.service").write_text("[Unit]\n")  # from an earlier config
+    assert sorted(p.name for p in units.iterdir()) == [
+        "machina-swtpm@was.service", "machina-swtpm@win.service", "machina-win.service"]
+    proc = machina.run("remove", "--unit-dir", str(units), "win", "was", config_dir=config)
+    assert_ok(proc)
+    assert list(units.iterdir()) == []
+    assert (f"win: not touched (machina never deletes them): volumes, NVRAM and TPM state "
+            f"({tmp_path}/tpm/win)") in proc.stdout
+    assert f"deleted {units}/machina-swtpm@was.service" in proc.stdout

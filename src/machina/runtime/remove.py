@@ -17,7 +17,7 @@ from machina.core import Configs
 from machina.errors import Failure, MachinaError
 from machina.runtime import proc, systemctl
 from machina.runtime.units import SYSTEM_UNIT_DIR
-from machina.systemd.render import machine_units, unit_name
+from machina.systemd.render import machine_units, possible_units
 
 #: systemd's states of a unit that is running or about to (remove needs --stop).
 RUNNING = ("active", "activating", "reloading", "deactivating", "refreshing")
@@ -35,16 +35,20 @@ class Target:
 
 
 def state_paths(cfg: Configs, name: str) -> tuple[tuple[str, ...], tuple[str, ...], str]:
-    """(units, files the machine keeps state in, note): from the built machine when it
-    builds, else only the machine's own unit."""
+    """(units, files the machine keeps state in, note). The units are the built machine's
+    and every companion a machine of this name may have had (one left from an earlier
+    config too); the files are known only when the machine builds."""
     try:
         b = cfg.build(name)
     except MachinaError as exc:
-        return (unit_name(name),), (), f"its config does not build ({exc}): only its own unit"
+        return possible_units(name), (), f"its config does not build ({exc})"
     writable = [f.path for f in b.plan.files if f.writable]
     if b.plan.nvram is not None:
         writable.append(b.plan.nvram.path)
-    return machine_units(b.machine), tuple(dict.fromkeys(writable)), ""
+    if b.plan.tpm is not None:
+        writable.append(b.plan.tpm.data_dir)
+    units = (*machine_units(b.machine), *possible_units(name))
+    return tuple(dict.fromkeys(units)), tuple(dict.fromkeys(writable)), ""
 
 
 def targets(cfg: Configs, names: Sequence[str]) -> list[Target]:

@@ -74,6 +74,13 @@ class LeastPrivilege:
                    created)
 
 
+def possible_units(machine_name: str) -> tuple[str, ...]:
+    """Every unit machina may have written for a machine of this name, whatever its config
+    says now: its own and each kind of companion (what `remove` and `generate --diff` look
+    for, so a companion left from an earlier config is found too)."""
+    return (unit_name(machine_name), swtpm_unit_name(machine_name))
+
+
 def machine_units(machine: Machine) -> tuple[str, ...]:
     """Every unit machina writes for the machine, its own first, then its companions
     (the swtpm unit when it has a TPM).
