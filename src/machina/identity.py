@@ -10,6 +10,8 @@ import hashlib
 import struct
 import uuid
 
+from machina.printable import is_printable, is_unstable
+
 ZERO_UUID = uuid.UUID(int=0)
 
 
@@ -75,12 +77,28 @@ def format_mac(b: bytes) -> str:
 
 
 def link_name(machine: str, connection: str) -> str:
-    """The tap interface name for a connection (at most 15 bytes)."""
+    """The tap interface name for a connection (at most 15 bytes). "Printable" is machina's
+    fixed table (decisions D28); every white space but U+0020 is not printable."""
     link = machine + "." + connection
     if len(link.encode()) <= 15:
-        return "".join(c for c in link if c != "/" and not c.isspace() and c.isprintable())
+        return "".join(c for c in link if c not in "/ " and is_printable(c))
     digest = hashlib.sha3_224(link.encode()).digest()[:11]
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def link_problem(machine: str, connection: str) -> str | None:
+    """Why the tap name of a connection cannot be used, or None (decisions D28)."""
+    link = machine + "." + connection
+    if len(link.encode()) > 15:
+        return None  # hashed: only A-Z a-z 0-9 - _
+    unstable = [c for c in link if is_unstable(c)]
+    if unstable:
+        return (f"U+{ord(unstable[0]):04X} is printable in some Unicode versions and not "
+                "in others, so the tap name would depend on the Python that runs machina")
+    if 0xA0 in link_name(machine, connection).encode():
+        return ("the tap name would hold the byte 0xa0 (part of a character's UTF-8 form), "
+                "which the kernel takes for white space and refuses in interface names")
+    return None
 
 
 def hashed_name(name: str) -> str:

@@ -38,6 +38,7 @@ from machina.config.load import load_host, load_machine
 from machina.config.resolve import resolve_machine
 from machina.errors import MachinaError
 from machina.plan.devices import plan_machine
+from machina.printable import is_printable, is_unstable
 from machina.qemu.argv import render_argv
 from machina.qemu.opts import Opt, opt, plain
 from machina.systemd.render import render_unit
@@ -64,8 +65,9 @@ def hostile_text(min_size: int = 0, max_pieces: int = 6) -> st.SearchStrategy[st
 
 
 def spec_clean(s: str) -> str:
-    """spec/qemu.md §1.1, written out again: drop `,` `"` `=`, white space, non-printables."""
-    return "".join(c for c in s if c not in ',"=' and not c.isspace() and c.isprintable())
+    """spec/qemu.md §1.1, written out again: drop `,` `"` `=`, white space, non-printables
+    (printable by the fixed table of decisions D28, itself checked in test_identity)."""
+    return "".join(c for c in s if c not in ',"=' and not c.isspace() and is_printable(c))
 
 
 def blank_but_not_empty(s: str) -> bool:
@@ -254,7 +256,7 @@ def id_device(mu: uuid.UUID, m: str, cls: str, d: str) -> str:
 def id_link(m: str, c: str) -> str:
     link = f"{m}.{c}"
     if len(link.encode()) <= 15:
-        return "".join(ch for ch in link if ch != "/" and not ch.isspace() and ch.isprintable())
+        return "".join(ch for ch in link if ch != "/" and not ch.isspace() and is_printable(ch))
     return base64.urlsafe_b64encode(hashlib.sha3_224(link.encode()).digest()[:11]) \
         .rstrip(b"=").decode()
 
@@ -368,9 +370,32 @@ def expand(cfg: Config, pool: Pool, volume: str) -> str:
     return "".join(out)
 
 
+#: What QEMU's macaddr property takes; a NIC's address must also be unicast and non-zero.
+MAC_FORM = re.compile(r"[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}")
+
+
+def nic_mac(mac: str) -> bool:
+    return bool(MAC_FORM.fullmatch(mac)) and not int(mac[:2], 16) & 1 \
+        and int(mac.replace(":", "").replace("-", ""), 16) != 0
+
+
 def predict(cfg: Config) -> Expected:
     exp = Expected()
     m, mu = cfg.name, cfg.mid
+    # refused at load or resolve (issue 7, item 8; decisions D28)
+    if any(not p.path.startswith("/") for p in cfg.pools.values()):
+        raise Refused("relative pool path")
+    for c in cfg.connections:
+        if c["mac"] and not nic_mac(c["mac"]):
+            raise Refused("malformed MAC")
+        if set(c["name"]) & set(":%"):
+            raise Refused("a character the kernel refuses in a tap name")
+        link = f"{m}.{c['name']}"
+        if len(link.encode()) <= 15 and (any(is_unstable(ch) for ch in link)
+                                         or 0xA0 in id_link(m, c["name"]).encode()):
+            raise Refused("tap name depends on Unicode version or holds byte 0xa0")
+    if (cfg.boot.get("initrd") or cfg.boot.get("cmdline")) and not cfg.boot.get("kernel"):
+        raise Refused("initrd or command line without a kernel")
     for v in [*cfg.volumes, *cfg.firmware]:
         if "/" in str(v["name"]) or v["name"] in (".", ".."):
             raise Refused("invalid volume name")
@@ -522,7 +547,9 @@ def configs(draw: st.DrawFn) -> Config:
         st.tuples(st.just("ref"), _ref_names(var_names)),
         st.tuples(st.just("dollar"), st.just("")))
     pool_names = draw(st.lists(text, min_size=1, max_size=3, unique=True))
-    pools = {p: Pool(path=draw(st.one_of(st.sampled_from(["", "/srv/vm", "/srv/vm/"]), text)),
+    pools = {p: Pool(path=mostly(st.one_of(st.sampled_from(["/srv/vm", "/srv/vm/"]),
+                                           text.map(lambda s: "/" + s)),
+                                 st.one_of(st.just(""), text)),
                      pattern=draw(st.lists(pattern_piece, max_size=4)),
                      type=mostly(st.sampled_from(TYPES), st.sampled_from(["iso", ""])),
                      readonly=draw(st.booleans()))
@@ -540,9 +567,12 @@ def configs(draw: st.DrawFn) -> Config:
                 for _ in range(draw(st.sampled_from([0, 0, 1, 2])) if fw_pools else 0)]
     networks = {k: (draw(st.one_of(st.just(""), text)), draw(st.one_of(st.just(""), text)))
                 for k in draw(st.lists(word, min_size=1, max_size=2, unique=True))}
-    connections = [{"name": mostly(nonempty, st.just("")),
+    connections = [{"name": mostly(nonempty.filter(lambda s: not set(s) & set(":%")),
+                                   st.one_of(st.just(""), nonempty)),
                     "network": mostly(st.sampled_from(list(networks)), word),
-                    "ip": draw(text), "mac": draw(st.one_of(st.just(""), text))}
+                    "ip": draw(text),
+                    "mac": mostly(st.sampled_from(["", "", "52:54:00:aa:bb:cc",
+                                                   "02-00-5E-10-00-01"]), text)}
                    for _ in range(draw(st.integers(0, 3)))]
     classes = draw(st.lists(word, min_size=1, max_size=2, unique=True))
     devices = [{"name": mostly(nonempty, st.just("")),
@@ -550,6 +580,8 @@ def configs(draw: st.DrawFn) -> Config:
                for _ in range(draw(st.integers(0, 2)))]
     boot = draw(st.dictionaries(st.sampled_from(["kernel", "initrd", "cmdline", "bios"]),
                                 text, max_size=4))
+    if (boot.get("initrd") or boot.get("cmdline")) and not boot.get("kernel"):
+        boot["kernel"] = mostly(nonempty, st.just(""))
     return Config(
         name=name, mid=draw(st.uuids().filter(lambda u: u.int != 0)),
         description=draw(text), vars=variables, pools=pools, networks=networks,
@@ -691,10 +723,10 @@ def test_pipeline_model_on_a_fixed_hostile_config() -> None:
                  {"name": "inst all", "storage": "cd", "serial": "", "bootable": False,
                   "readonly": False}],
         firmware=[],
-        connections=[{"name": "n 1", "network": "lan", "ip": "", "mac": "52:54:00:aa,bb"}],
+        connections=[{"name": "n 1", "network": "lan", "ip": "", "mac": "52:54:00:AA:BB:CC"}],
         devices=[{"name": "g,1", "class": "c,1"}],
         qmp=(True, ["x,y", "a\nb"], ["/tmp/q $1.sock"]),
-        boot={"cmdline": "console=ttyS0,115200 root=/dev/vda"},
+        boot={"kernel": "/boot/vm linuz,1", "cmdline": "console=ttyS0,115200 root=/dev/vda"},
         agent_port=0, spice=(False, 0, 0), ensure_ascii=False)
     exp = predict(cfg)
     options = run_pipeline(cfg)

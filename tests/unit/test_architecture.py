@@ -10,6 +10,7 @@ rank 0.
 
 | rank | modules                                   | what they are                           |
 |------|-------------------------------------------|-----------------------------------------|
+| -1   | printable                                 | a generated table (decisions D28)       |
 | 0    | errors, identity, config.values,          | leaves: errors, hashing, value forms,   |
 |      | systemd.unit, config.edit, qemu.machines  | unit syntax, one JSON value changed in  |
 |      |                                           | place, QEMU's machine-type listing      |
@@ -41,6 +42,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 PKG = SRC / "machina"
 
 RANKS: dict[str, int] = {
+    "machina.printable": -1,
     "machina.errors": 0, "machina.identity": 0, "machina.config.values": 0,
     "machina.systemd.unit": 0,
     "machina.qemu.opts": 1, "machina.config.expression": 1, "machina.config.schema": 1,

@@ -64,12 +64,6 @@ def test_keys_inside_maps_are_data(write) -> None:  # type: ignore[no-untyped-de
     assert mf.definition.vars == {"Name": "1", "name": "2", "a b": "3"}
 
 
-def test_invalid_utf8_is_replaced(write, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    p = tmp_path / "vm.conf.json"
-    p.write_bytes(b'{"id": "' + ID.encode() + b'", "description": "a\xffb"}')
-    assert load_machine(str(p)).description == "a\ufffdb"
-
-
 # --------------------------------------------------------------------------- unknown keys
 
 

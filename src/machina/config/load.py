@@ -9,12 +9,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from machina.config.schema import (
+    MAX_CPUS,
+    MAX_RAM_MIB,
+    MAX_SHUTDOWN_SECONDS,
     Attributes,
     Boot,
     Connection,
@@ -130,20 +134,71 @@ def _constant_hook(text: str) -> Any:
     raise ValueError(f"{text} is not JSON (numbers are finite)")
 
 
+#: The largest config file machina reads (decisions D27): far above any real config,
+#: far below what could exhaust memory (a link to /dev/zero, a runaway generator).
+MAX_FILE_BYTES = 1 << 20
+
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def read_config_bytes(path: str) -> bytes:
+    """The bytes of a config file (decisions D27): a regular file of at most
+    MAX_FILE_BYTES. Opened non-blocking, so a FIFO cannot hang us, then judged by fstat."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError as exc:
+        raise Failure(f"open {path}: no such file or directory") from exc
+    except OSError as exc:
+        raise Failure(f"open {path}: {exc.strerror or exc}") from exc
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise Failure(f"read {path}: is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            kind = next((k for test, k in _FILE_KINDS if test(st.st_mode)), "not a file")
+            raise ConfigError(path, "", f"not a regular file: it is {kind}",
+                              ("a config file must be a regular file holding JSON text",))
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_FILE_BYTES:
+            chunk = os.read(fd, MAX_FILE_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise Failure(f"read {path}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+    if size > MAX_FILE_BYTES:
+        raise ConfigError(path, "", f"the file is larger than {MAX_FILE_BYTES >> 20} MiB",
+                          ("a config file is a small JSON text; is this the right file?",))
+    return b"".join(chunks)
+
+
+def decode_config(path: str, raw: bytes) -> str:
+    """UTF-8 text, strictly (decisions D27): a bad byte is an error naming its offset."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(path, f"byte {exc.start} (line {line})",
+                          f"not valid UTF-8 text: byte 0x{raw[exc.start]:02x} is not part "
+                          "of a UTF-8 character",
+                          ("save the file as UTF-8; JSON can also spell any character "
+                           "as \\uXXXX",)) from exc
+
+
 def read_json(path: str, raw: bytes | None = None) -> Any:
     """Parse one JSON file; a missing file, bad syntax or trailing content is an error.
     With raw, parse those bytes as the file's content instead (candidates: preview)."""
-    try:
-        if raw is None:
-            with open(path, "rb") as f:
-                raw = f.read()
-    except FileNotFoundError as exc:
-        raise Failure(f"open {path}: no such file or directory") from exc
-    except IsADirectoryError as exc:
-        raise Failure(f"read {path}: is a directory") from exc
-    except OSError as exc:
-        raise Failure(f"open {path}: {exc.strerror or exc}") from exc
-    text = raw.decode("utf-8", errors="replace")
+    if raw is None:
+        raw = read_config_bytes(path)
+    elif len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(path, "", f"the file is larger than {MAX_FILE_BYTES >> 20} MiB")
+    text = decode_config(path, raw)
     if text.strip() == "":
         raise ConfigError(path, "", "the file is empty (EOF)",
                           ("a config file holds one JSON object, e.g. {}",))
@@ -201,8 +256,22 @@ def _string(ctx: _Ctx, ptr: str, value: Any) -> str:
     return _text(ctx, ptr, value)
 
 
+#: The longest string value, in UTF-8 bytes: a path's limit (PATH_MAX). Bounds what one
+#: value adds to a unit's ExecStart=, a single line that systemd reads up to 1 MiB of.
+MAX_TEXT_BYTES = 4096
+#: The longest volume, connection or device name: a file name's limit (NAME_MAX), since a
+#: name may become part of a file name through a storage pattern.
+MAX_NAME_BYTES = 255
+
+
 def _text(ctx: _Ctx, ptr: str, value: str) -> str:
-    """A string that can reach an argv, a file name or a unit: no NUL, valid Unicode."""
+    """A string that can reach an argv, a file name or a unit: no NUL, valid Unicode,
+    not longer than MAX_TEXT_BYTES."""
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_TEXT_BYTES:
+        ctx.error(ptr, f"a value of {size} bytes is too long",
+                  f"values are at most {MAX_TEXT_BYTES} bytes (UTF-8)")
+        return ""
     if "\x00" in value:
         ctx.error(ptr, "a NUL character (\\u0000) cannot appear in a value",
                   "no file name, command-line argument or unit setting can hold it")
@@ -232,6 +301,25 @@ def _int(ctx: _Ctx, ptr: str, value: Any) -> int:
         ctx.error(ptr, f"expected a whole number, got {_describe(value)}")
         return 0
     return value
+
+
+def _upto(limit: int, why: str) -> Parse[int]:
+    """A whole number from 0 (unset) to limit: larger values fail later, in QEMU or systemd."""
+    def parse(ctx: _Ctx, ptr: str, value: Any) -> int:
+        n = _int(ctx, ptr, value)
+        if not 0 <= n <= limit:
+            ctx.error(ptr, f"{n} is out of range: expected 0 (unset) to {limit}", why)
+            return 0
+        return n
+    return parse
+
+
+_CPU_COUNT = _upto(MAX_CPUS, f"QEMU's q35 machine takes at most {MAX_CPUS} vCPUs")
+_RAM = _upto(MAX_RAM_MIB, "ram is in MiB; an x86-64 guest addresses at most 4 PiB "
+             f"({MAX_RAM_MIB} MiB)")
+_PORT = _upto(65535, "ports are 1 to 65535 (0: unset)")
+_SHUTDOWN = _upto(MAX_SHUTDOWN_SECONDS, "the guest gets at most a week "
+                  f"({MAX_SHUTDOWN_SECONDS} s) to power off")
 
 
 def _list(item: Parse[T]) -> Parse[tuple[T, ...]]:
@@ -325,9 +413,58 @@ def _wwn(ctx: _Ctx, ptr: str, value: Any) -> Wwn:
         return Wwn()
 
 
+def _name(ctx: _Ctx, ptr: str, value: Any) -> str:
+    """A volume, connection or device name: at most MAX_NAME_BYTES."""
+    name = _string(ctx, ptr, value)
+    if len(name.encode()) > MAX_NAME_BYTES:
+        ctx.error(ptr, f"a name of {len(name.encode())} bytes is too long",
+                  f"names are at most {MAX_NAME_BYTES} bytes (UTF-8), like file names")
+        return ""
+    return name
+
+
+#: What QEMU's macaddr property takes: six hex pairs separated by ":" (or "-").
+MAC = re.compile(r"[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}")
+
+
+def _mac(ctx: _Ctx, ptr: str, value: Any) -> str:
+    mac = _string(ctx, ptr, value)
+    if not mac:
+        return mac
+    if not MAC.fullmatch(mac):
+        ctx.error(ptr, f"invalid MAC address {json.dumps(mac, ensure_ascii=False)}",
+                  "a MAC address is six hex pairs such as 52:54:00:12:34:56 "
+                  "(machina gen-mac makes one; leave it out to derive one)")
+        return ""
+    first = int(mac[:2], 16)
+    if first & 1 or int(re.sub("[:-]", "", mac), 16) == 0:
+        ctx.error(ptr, f"{mac} is not a unicast MAC address",
+                  "a network card needs a unicast address: the low bit of the first byte "
+                  "is 0 and not every byte is 0 (machina gen-mac makes one)")
+        return ""
+    return mac
+
+
+#: Characters the kernel refuses in an interface name (dev_valid_name), or reads as a
+#: name template ("%d"): a connection name holding one would give a tap no kernel makes.
+TAP_REFUSED = ":%"
+
+
+def _connection_name(ctx: _Ctx, ptr: str, value: Any) -> str:
+    name = _name(ctx, ptr, value)
+    bad = sorted({c for c in name if c in TAP_REFUSED})
+    if bad:
+        ctx.error(ptr, f"invalid connection name {json.dumps(name, ensure_ascii=False)}: "
+                  + " and ".join(f'"{c}"' for c in bad) + " cannot be in a network "
+                  "interface name", "the connection name becomes part of the tap's name; "
+                  'the kernel refuses ":" there and reads "%" as a name template')
+        return ""
+    return name
+
+
 def _volume(ctx: _Ctx, ptr: str, value: Any) -> Volume:
     f = _fields(ctx, ptr, value, {
-        "name": _string, "storage": _string, "wwn": _wwn, "serial": _string,
+        "name": _name, "storage": _string, "wwn": _wwn, "serial": _string,
         "bootable": _bool, "readonly": _bool, "discard": _bool}, "a volume")
     if not f:
         return Volume()
@@ -340,12 +477,13 @@ def _volume(ctx: _Ctx, ptr: str, value: Any) -> Volume:
 
 def _connection(ctx: _Ctx, ptr: str, value: Any) -> Connection:
     f = _fields(ctx, ptr, value, {
-        "name": _string, "network": _string, "ip": _string, "mac": _string}, "a connection")
+        "name": _connection_name, "network": _string, "ip": _string, "mac": _mac},
+        "a connection")
     return Connection(**f) if f else Connection()
 
 
 def _device(ctx: _Ctx, ptr: str, value: Any) -> Device:
-    f = _fields(ctx, ptr, value, {"name": _string, "class": _string, "id": _uuid}, "a device")
+    f = _fields(ctx, ptr, value, {"name": _name, "class": _string, "id": _uuid}, "a device")
     if not f:
         return Device()
     return Device(name=f.get("name", ""), device_class=f.get("class", ""),
@@ -394,7 +532,7 @@ def _socket_path(ctx: _Ctx, ptr: str, value: Any) -> str:
 
 _QMP_SOCKETS = _sub({"names": _list(_socket_name), "paths": _list(_socket_path)},
                     "qmp.sockets")
-_AGENT_QEMU = _sub({"enabled": _bool, "port": _int, "port-pattern": _string}, "agent.qemu")
+_AGENT_QEMU = _sub({"enabled": _bool, "port": _PORT, "port-pattern": _string}, "agent.qemu")
 
 
 MACHINE_TYPE = re.compile(r"q35|pc-q35-[0-9]{1,3}\.[0-9]{1,3}")
@@ -437,17 +575,18 @@ def _attrs(ctx: _Ctx, ptr: str, value: Any) -> Attributes:
     f = _fields(ctx, ptr, value, {
         "firmware": _sub({"code": _volume, "vars": _volume, "profile": _string},
                          "attrs.firmware"),
-        "cpu": _sub({"sockets": _int, "cores": _int, "threads": _int}, "attrs.cpu"),
-        "memory": _sub({"ram": _int}, "attrs.memory"),
+        "cpu": _sub({"sockets": _CPU_COUNT, "cores": _CPU_COUNT, "threads": _CPU_COUNT},
+                    "attrs.cpu"),
+        "memory": _sub({"ram": _RAM}, "attrs.memory"),
         "enlightenments": _sub({"enabled": _bool, "level": _level}, "attrs.enlightenments"),
         "qmp": _sub({"enabled": _bool, "sockets": _QMP_SOCKETS}, "attrs.qmp"),
         "agent": _sub({"qemu": _AGENT_QEMU}, "attrs.agent"),
-        "spice": _sub({"enabled": _bool, "port": _int, "port-pattern": _string,
+        "spice": _sub({"enabled": _bool, "port": _PORT, "port-pattern": _string,
                        "displays": _int}, "attrs.spice"),
         "boot": _sub({"kernel": _string, "initrd": _string, "cmdline": _string,
                       "bios": _string}, "attrs.boot"),
         "privileges": _sub({"mode": _mode}, "attrs.privileges"),
-        "shutdown": _sub({"timeout": _int}, "attrs.shutdown"),
+        "shutdown": _sub({"timeout": _SHUTDOWN}, "attrs.shutdown"),
         "serial": _sub({"enabled": _bool}, "attrs.serial"),
         "machine": _sub({"type": _machine_type}, "attrs.machine"),
         "pvpanic": _sub({"enabled": _bool}, "attrs.pvpanic"),
@@ -536,8 +675,13 @@ def _storage(ctx: _Ctx, ptr: str, value: Any) -> Storage:
     f = _fields(ctx, ptr, value, {
         "path": _string, "pattern": _string, "type": _string, "readonly": _bool,
         "discard": _bool, "detect-zeroes": _string}, "a storage pool")
-    if not f:
+    if f is None:
         return Storage()
+    if not f.get("path", "").startswith("/"):
+        ctx.error(_key_ptr(ptr, "path"), "a storage pool needs an absolute path, got "
+                  + (json.dumps(f["path"], ensure_ascii=False) if f.get("path") else "none"),
+                  'give the folder that holds the pool\'s files, e.g. "/var/lib/machina"; '
+                  "a relative path would depend on the folder machina runs in")
     zeroes = f.pop("detect-zeroes", "")
     if zeroes not in ("", *DETECT_ZEROES):
         ctx.error(_key_ptr(ptr, "detect-zeroes"), f"unknown detect-zeroes mode "
@@ -594,7 +738,7 @@ def _qemu_host(ctx: _Ctx, ptr: str, value: Any) -> QemuHost:
         ctx.error(_key_ptr(ptr, "accel"), f"unknown accelerator {json.dumps(accel)}",
                   'use "kvm" or "tcg"')
     cpu = f.get("cpu", "")
-    if cpu and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", cpu):
+    if cpu == "help" or (cpu and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", cpu)):
         ctx.error(_key_ptr(ptr, "cpu"), f"invalid CPU model {json.dumps(cpu)}",
                   "give a QEMU CPU model name such as qemu64 or Skylake-Server "
                   "(qemu-system-x86_64 -cpu help lists them)")

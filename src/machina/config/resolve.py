@@ -39,6 +39,7 @@ from typing import TypeVar
 
 from machina import identity
 from machina.config.schema import (
+    MAX_CPUS,
     Attributes,
     Boot,
     Definition,
@@ -147,6 +148,25 @@ def merge_attributes(defs: Sequence[Definition]) -> Attributes:
     )
 
 
+def check_attributes(attrs: Attributes, sources: Sequence[str],
+                     defs: Sequence[Definition]) -> None:
+    """Cross-field rules of the merged attributes that QEMU would refuse at start."""
+    for field, flag in (("initrd", "-initrd"), ("cmdline", "-append")):
+        if getattr(attrs.boot, field) and not attrs.boot.kernel:
+            source = next(s for s, d in zip(sources, defs, strict=True)
+                          if getattr(d.attrs.boot, field))
+            raise Failure(f"{source}: $.attrs.boot.{field}: is set but attrs.boot.kernel is "
+                          f"not (QEMU allows {flag} only with -kernel)",
+                          ("give the kernel too, or remove "
+                           f"attrs.boot.{field}",))
+    cpus = max(attrs.sockets, 1) * max(attrs.cores, 1) * max(attrs.threads, 1)
+    if cpus > MAX_CPUS:
+        raise Failure(f"attrs.cpu: {attrs.sockets} sockets, {attrs.cores} cores and "
+                      f"{attrs.threads} threads make {cpus} vCPUs; QEMU's q35 machine takes "
+                      f"at most {MAX_CPUS}",
+                      ("lower attrs.cpu.sockets, .cores or .threads",))
+
+
 def _by_name(lists: Iterable[Iterable[T]]) -> tuple[T, ...]:
     seen: set[str] = set()
     out: list[T] = []
@@ -247,6 +267,18 @@ def resolve_machine(machine: MachineFile, host: HostFile) -> Machine:
                         f"{source}: $.{key}[{i}]: a {what} without a name",
                         (f'give every {what} a "name": machina derives its stable '
                          "identifiers from it",))
+            if what == "connection":
+                for i, item in enumerate(d.connections):
+                    problem = identity.link_problem(machine.name, item.name)
+                    if problem:
+                        raise Failure(
+                            f"{source}: $.connections[{i}].name: connection "
+                            f"{json.dumps(item.name, ensure_ascii=False)} of machine "
+                            f"{machine.name}: {problem}",
+                            ("choose a connection name of letters, digits, '-', '_' and '.' "
+                             "(a tap name longer than 15 bytes is hashed instead)",))
+    attrs = merge_attributes(defs)
+    check_attributes(attrs, sources, defs)
     mid, name = machine.id, machine.name
     volumes = tuple(
         dataclasses.replace(
@@ -261,7 +293,6 @@ def resolve_machine(machine: MachineFile, host: HostFile) -> Machine:
         d if d.id != identity.ZERO_UUID
         else dataclasses.replace(d, id=identity.device_id(mid, name, d.device_class, d.name))
         for d in devices)
-    attrs = merge_attributes(defs)
     check_tpm(machine, host, defs)
     return Machine(
         privileges=attrs.privileges_mode or host.privileges.mode or "root",

@@ -14,6 +14,14 @@ from machina.identity import ZERO_UUID
 
 NO_WWN = Wwn()
 
+#: Bounds of attrs values that QEMU or systemd would refuse only at start: q35 takes at
+#: most 4096 vCPUs (QEMU 9; Debian 12's 7.2 takes 288); an x86-64 guest addresses at most
+#: 2**52 bytes (phys-bits ≤ 52) = 2**32 MiB; a shutdown timeout of a week (seconds) stays
+#: far inside what TimeoutStopSec= and `machina shutdown --timeout` represent.
+MAX_CPUS = 4096
+MAX_RAM_MIB = 1 << 32
+MAX_SHUTDOWN_SECONDS = 7 * 24 * 3600
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Volume:

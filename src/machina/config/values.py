@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 
 _HEX = "0123456789abcdefABCDEF"
+_HEX_BYTES = _HEX.encode()
 
 
 class ValueFormError(ValueError):
@@ -13,28 +14,31 @@ class ValueFormError(ValueError):
 
 
 def parse_uuid(text: str) -> uuid.UUID:
-    """Parse a UUID the way google/uuid v1.3.0 does."""
-    n = len(text)
+    """Parse a UUID the way google/uuid v1.3.0 does: lengths count UTF-8 bytes, so
+    `«…»` (two bytes each) around a UUID is refused (decisions D28)."""
+    raw = text.encode("utf-8", "surrogatepass")
+    n = len(raw)
     if n == 36:
-        body = text
+        body = raw
     elif n == 38:
-        body = text[1:37]
+        body = raw[1:37]
     elif n == 45:
-        if text[:9].lower() != "urn:uuid:":
-            raise ValueFormError(f"invalid urn prefix: {go_quote(text[:9])}")
-        body = text[9:]
+        if raw[:9].lower() != b"urn:uuid:":
+            raise ValueFormError(
+                f"invalid urn prefix: {go_quote(raw[:9].decode('utf-8', 'replace'))}")
+        body = raw[9:]
     elif n == 32:
-        if not all(c in _HEX for c in text):
+        if not all(c in _HEX_BYTES for c in raw):
             raise ValueFormError("invalid UUID format")
-        return uuid.UUID(hex=text)
+        return uuid.UUID(hex=raw.decode("ascii"))
     else:
         raise ValueFormError(f"invalid UUID length: {n}")
-    if any(body[i] != "-" for i in (8, 13, 18, 23)):
+    if any(body[i] != ord("-") for i in (8, 13, 18, 23)):
         raise ValueFormError("invalid UUID format")
-    digits = body.replace("-", "")
-    if len(digits) != 32 or not all(c in _HEX for c in digits):
+    digits = body.replace(b"-", b"")
+    if len(digits) != 32 or not all(c in _HEX_BYTES for c in digits):
         raise ValueFormError("invalid UUID format")
-    return uuid.UUID(hex=digits)
+    return uuid.UUID(hex=digits.decode("ascii"))
 
 
 @dataclass(frozen=True, slots=True)

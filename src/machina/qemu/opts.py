@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from machina.errors import PlanError
+from machina.printable import is_printable
 
 _PROP_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
 _FLAG = re.compile(r"[a-z][a-z0-9-]*")
@@ -23,12 +24,13 @@ Param = tuple[str, str]
 
 
 def clean(s: str) -> str:
-    """Remove `,`, `"`, `=`, white space and non-printable characters."""
-    # Fast path (most values need no cleaning): every white-space character but the space
-    # is non-printable, so a printable string without space, `,`, `"` and `=` is clean.
-    if s.isprintable() and " " not in s and "," not in s and '"' not in s and "=" not in s:
+    """Remove `,`, `"`, `=`, white space and non-printable characters ("printable" by
+    machina's fixed table, decisions D28: every white space but U+0020 is not printable)."""
+    # Fast path (most values need no cleaning): printable ASCII (the same in every
+    # Unicode version) without space, `,`, `"` and `=` is clean.
+    if s.isascii() and s.isprintable() and not any(c in s for c in ' ,"='):
         return s
-    return "".join(c for c in s if c not in ',"=' and not c.isspace() and c.isprintable())
+    return "".join(c for c in s if c not in ',"= ' and is_printable(c))
 
 
 def escape(value: str) -> str:
