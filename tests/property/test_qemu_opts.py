@@ -396,6 +396,14 @@ def predict(cfg: Config) -> Expected:
             raise Refused("tap name depends on Unicode version or holds byte 0xa0")
     if (cfg.boot.get("initrd") or cfg.boot.get("cmdline")) and not cfg.boot.get("kernel"):
         raise Refused("initrd or command line without a kernel")
+    _, socket_names, socket_paths = cfg.qmp
+    if any(n and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", n)
+           for n in socket_names):
+        raise Refused("a QMP socket name that is not a plain file name (issue 7, item 6)")
+    if any(p and not (p.startswith("/run/") and posixpath.normpath(p) == p
+                      and p.count("/") >= 3 and not p.startswith("/run/user/"))
+           for p in socket_paths):
+        raise Refused("a QMP socket path outside a directory below /run (issue 7, item 6)")
     for v in [*cfg.volumes, *cfg.firmware]:
         if "/" in str(v["name"]) or v["name"] in (".", ".."):
             raise Refused("invalid volume name")
@@ -423,6 +431,9 @@ def predict(cfg: Config) -> Expected:
         path = go_join(pool.path, p)
         if path == "":
             raise Refused("empty path")
+        root = go_clean(pool.path)
+        if path == root or not path.startswith(root.rstrip("/") + "/"):
+            raise Refused("a volume path outside its pool (issue 7, item 1)")
         return path
 
     def file_node(name: str, path: str, readonly: bool) -> None:
@@ -587,8 +598,10 @@ def configs(draw: st.DrawFn) -> Config:
         description=draw(text), vars=variables, pools=pools, networks=networks,
         classes=classes, volumes=volumes, firmware=firmware, connections=connections,
         devices=devices,
-        qmp=(draw(st.booleans()), draw(st.lists(text, max_size=3)),
-             [mostly(st.one_of(st.just("/run/q.sock"), text), st.just(""))
+        qmp=(draw(st.booleans()),
+             [mostly(st.sampled_from(["a", "qmp.1", "x_y-z"]), text)
+              for _ in range(draw(st.integers(0, 3)))],
+             [mostly(st.one_of(st.just("/run/qmp/q.sock"), text), st.just(""))
               for _ in range(draw(st.integers(0, 2)))]),
         boot=boot, agent_port=draw(st.sampled_from([0, 4000])),
         spice=(draw(st.booleans()), 5900, draw(st.integers(0, 5))),
@@ -725,7 +738,7 @@ def test_pipeline_model_on_a_fixed_hostile_config() -> None:
         firmware=[],
         connections=[{"name": "n 1", "network": "lan", "ip": "", "mac": "52:54:00:AA:BB:CC"}],
         devices=[{"name": "g,1", "class": "c,1"}],
-        qmp=(True, ["x,y", "a\nb"], ["/tmp/q $1.sock"]),
+        qmp=(True, ["x.y", "a-b"], ["/run/q $1,%/x.sock"]),
         boot={"kernel": "/boot/vm linuz,1", "cmdline": "console=ttyS0,115200 root=/dev/vda"},
         agent_port=0, spice=(False, 0, 0), ensure_ascii=False)
     exp = predict(cfg)
