@@ -129,7 +129,7 @@ def test_value_only_parameter_is_cleaned(flag: str, head: str,
     if cleaned:
         assert value == cleaned or value.startswith(cleaned + ",")
         assert not set(cleaned) & set(',"=')
-        assert all(c.isprintable() and not c.isspace() for c in cleaned)
+        assert all(is_printable(c) and not c.isspace() for c in cleaned)
     assert o.words() == (f"-{flag}", value)
 
 
