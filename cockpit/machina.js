@@ -607,6 +607,7 @@
         const saveBtn = button("Save", () => save(false), { variant: "secondary", id: "save" });
         const applyBtn = button("Save and apply", () => save(true), { variant: "primary", id: "apply" });
         const startBox = h("input", { type: "checkbox", class: "pf-c-check__input", id: "start-after" });
+        const acceptBox = h("input", { type: "checkbox", class: "pf-c-check__input", id: "accept-change" });
 
         section.append(
             breadcrumb(["Virtual machines", []], ...(creating ? [["Create machine"]] : [[name, ["machine", name]], ["Edit"]])),
@@ -694,6 +695,7 @@
             const ram = textInput("ram", getAt(obj, ["attrs", "memory", "ram"]), ev => { setAt(obj, ["attrs", "memory", "ram"], numberOrText(ev.target.value)); changed() }, { inputmode: "numeric" });
             const sockets = textInput("sockets", getAt(obj, ["attrs", "cpu", "sockets"]), ev => { setAt(obj, ["attrs", "cpu", "sockets"], numberOrText(ev.target.value)); changed() }, { inputmode: "numeric" });
             const cores = textInput("cores", getAt(obj, ["attrs", "cpu", "cores"]), ev => { setAt(obj, ["attrs", "cpu", "cores"], numberOrText(ev.target.value)); changed() }, { inputmode: "numeric" });
+            const machineType = textInput("machine-type", getAt(obj, ["attrs", "machine", "type"]), ev => { setAt(obj, ["attrs", "machine", "type"], ev.target.value.trim()); changed() }, { placeholder: "q35" });
             const pools = Object.keys(host.storage || {});
             const networks = Object.keys(host.network || {});
             const classes = [...new Set(Object.values(host.mdev || {}).flatMap(m => Object.keys((m && m.types) || {})))];
@@ -713,6 +715,8 @@
                   varRows, fields.add(f, "/vars", null),
                   h("div", { class: "pf-c-input-group machina-newvar" }, newVar,
                     button("Add variable", () => { const v = newVar.value.trim(); if (v) { needed.add(v); build() } }, { variant: "control", id: "add-var" }))),
+                formGroup("Machine type", "machine-type", machineType, fields.add(f, "/attrs/machine/type", machineType),
+                          "Empty: q35, QEMU's newest. A version such as pc-q35-7.2 pins the hardware the guest sees."),
                 h("div", { class: "machina-inline" },
                   formGroup("CPU sockets", "sockets", sockets, fields.add(f, "/attrs/cpu/sockets", sockets)),
                   formGroup("Cores per socket", "cores", cores, fields.add(f, "/attrs/cpu/cores", cores)),
@@ -803,7 +807,11 @@
             const table = list => h("table", { class: "pf-c-table pf-m-compact" }, h("thead", {}, h("tr", {}, h("th", {}, "What"), h("th", {}, "Before"), h("th", {}, "After"))), h("tbody", {}, list.map(row)));
             changesBox.replaceChildren(
                 guest.length
-                    ? alert("warning", `The guest will notice ${guest.length} change${guest.length > 1 ? "s" : ""}${diff.pinned ? " (the machine is pinned)" : ""}`, table(guest))
+                    ? alert("warning", `The guest will notice ${guest.length} change${guest.length > 1 ? "s" : ""}${diff.pinned ? " (the machine is pinned)" : ""}`, table(guest),
+                            diff.pinned
+                                ? h("div", { class: "pf-c-check" }, acceptBox,
+                                    h("label", { class: "pf-c-check__label", for: "accept-change" }, "Accept the hardware change (machina generate --accept-hardware-change)"))
+                                : null)
                     : h("p", { id: "changes-guest-none" }, diff.changes.length ? "The guest will not notice these changes." : "No changes to the installed unit."),
                 hostSide.length ? h("div", {}, h("p", { class: "machina-muted" }, "Host-side changes:"), table(hostSide)) : null,
                 diff.diff ? h("details", {}, h("summary", {}, "Unit diff"), codeBlock(diff.diff, "changes-diff")) : null);
@@ -819,9 +827,15 @@
                 loaded = { content, tag: await writeConfig(path, content, loaded.tag) };
                 status.replaceChildren(alert("success", `Saved ${path}`, `The previous version, if any, is kept as ${path}.bak.`));
                 if (apply) {
-                    await machina(["generate", machineName], { admin: true });
-                    if (startBox.checked)
-                        await machina(["start", machineName], { admin: true });
+                    const accept = acceptBox.isConnected && acceptBox.checked ? ["--accept-hardware-change"] : [];
+                    try {
+                        await machina(["generate", ...accept, machineName], { admin: true });
+                        if (startBox.checked)
+                            await machina(["start", machineName], { admin: true });
+                    } catch (ex) {
+                        status.append(alert("danger", "Saved, but applying failed", h("pre", { id: "apply-error", class: "machina-pre" }, ex.message || String(ex))));
+                        return;
+                    }
                     go("machine", machineName);
                     return;
                 }

@@ -172,18 +172,43 @@ def test_create_from_tags_validate_preview_apply_start_shutdown(site: Site) -> N
     assert site.c.unit_properties("machina-web1.service", "Result")["Result"] == "success"
 
 
-def test_edit_shows_changes_before_applying(site: Site) -> None:
+def test_edit_pinned_machine_shows_guest_visible_changes_before_applying(site: Site) -> None:
     e = expect()
     site.ensure_web1()
-    before = site.file(f"{CONF}/web1.conf.json")
+    # pin web1 to a machine type version: the page shows what the guest will notice
     page, f = site.open("/edit/web1")
     e(f.locator("#preview-argv")).to_contain_text("-kernel")
+    f.locator("#machine-type").fill("pc-q35-7.2")
+    changes = f.locator("#changes")
+    e(changes).to_contain_text("The guest will notice")
+    e(changes).to_contain_text("machine-type")
+    f.locator("#accept-change").check()
+    f.locator("#apply").click()
+    e(f.locator("h1 [data-state]")).to_be_visible(timeout=20_000)
+    assert "type=pc-q35-7.2" in (site.file("/etc/systemd/system/machina-web1.service") or "")
+
+    # a pinned machine: a guest-visible change is shown before anything is written
+    before = site.file(f"{CONF}/web1.conf.json")
+    page, f = site.open("/edit/web1")
+    changes = f.locator("#changes")
+    e(changes).to_contain_text("No changes to the installed unit")
     f.locator("[data-tag='big']").check()    # 2 cores: the guest sees other CPUs
     e(f.locator("#preview-argv")).to_contain_text("cores=2")
-    changes = f.locator("#changes")
-    e(changes).not_to_be_empty()
+    e(changes).to_contain_text("The guest will notice")
+    e(changes).to_contain_text("(the machine is pinned)")
+    e(changes).to_contain_text("cores=2")
+    e(f.locator("#accept-change")).to_be_visible()
     site.shot(page, "edit")
     assert site.file(f"{CONF}/web1.conf.json") == before, "nothing is written before saving"
+    unit_before = site.file("/etc/systemd/system/machina-web1.service")
+    # applying without accepting: machina generate refuses, the unit stays as it was
+    f.locator("#apply").click()
+    e(f.locator("#apply-error")).to_contain_text("pinned")
+    assert site.file("/etc/systemd/system/machina-web1.service") == unit_before
+    f.locator("#accept-change").check()
+    f.locator("#apply").click()
+    e(f.locator("h1 [data-state]")).to_be_visible(timeout=20_000)
+    assert "cores=2" in (site.file("/etc/systemd/system/machina-web1.service") or "")
 
 
 def test_concurrent_edit_is_detected_not_lost(site: Site) -> None:
