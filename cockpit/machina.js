@@ -179,6 +179,18 @@
         }
     }
 
+    /* argv shown as the unit shows it: one option and its value a line */
+    function commandLine(argv) {
+        const lines = [];
+        for (let i = 0; i < argv.length; i++) {
+            if (i > 0 && argv[i].startsWith("-") && i + 1 < argv.length && !argv[i + 1].startsWith("-"))
+                lines.push(argv[i] + " " + argv[++i]);
+            else
+                lines.push(argv[i]);
+        }
+        return lines.join(" \\\n    ");
+    }
+
     function parseJson(text) {
         try {
             return JSON.parse(text);
@@ -446,26 +458,32 @@
 
         function removeDialog(m) {
             const close = () => backdrop.remove();
-            const out = h("div", {});
+            const out = h("div", { id: "remove-output" });
+            const running = m.active === "active" || m.active === "activating";
+            const stopBox = h("input", { type: "checkbox", class: "pf-c-check__input", id: "remove-stop", checked: running });
+            const confirm = button("Remove", async () => {
+                confirm.disabled = true;
+                try {
+                    const text = await machina(["remove", ...(stopBox.checked ? ["--stop"] : []), name], { admin: true });
+                    out.replaceChildren(alert("success", `Removed the units of ${name}`, h("pre", { class: "machina-pre" }, text)));
+                    confirm.remove();
+                    cancel.textContent = "Close";
+                } catch (ex) {
+                    confirm.disabled = false;
+                    out.replaceChildren(alert("danger", "machina remove failed", h("pre", { class: "machina-pre" }, ex.message || String(ex))));
+                }
+            }, { variant: "danger", id: "remove-confirm" });
+            const cancel = button("Cancel", () => { close(); render() }, { variant: "link", id: "remove-close" });
             const backdrop = h("div", { class: "pf-c-backdrop" },
                                h("div", { class: "pf-l-bullseye" },
-                                 h("div", { class: "pf-c-modal-box pf-m-sm", role: "dialog", "aria-modal": "true", id: "remove-dialog" },
+                                 h("div", { class: "pf-c-modal-box pf-m-md", role: "dialog", "aria-modal": "true", id: "remove-dialog" },
                                    h("header", { class: "pf-c-modal-box__header" }, h("h1", { class: "pf-c-modal-box__title" }, `Remove ${name}?`)),
                                    h("div", { class: "pf-c-modal-box__body" },
-                                     h("p", {}, `This stops and disables ${m.unit} and removes the unit (machina remove ${name}).`),
-                                     h("p", { class: "machina-strong" }, "Volumes are never touched: the machine's disk images and other files stay where they are."),
+                                     h("p", {}, `This disables and deletes the systemd units of ${name} (machina remove ${name}).`),
+                                     h("p", { class: "machina-strong" }, `Volumes are never touched: the machine's disk images, firmware variables and TPM state stay where they are, and so does its config file ${machineLabel(name)}.`),
+                                     h("div", { class: "pf-c-check" }, stopBox, h("label", { class: "pf-c-check__label", for: "remove-stop" }, "Stop the machine first if it is running")),
                                      out),
-                                   h("footer", { class: "pf-c-modal-box__footer" },
-                                     button("Remove", async () => {
-                                         try {
-                                             await machina(["remove", name], { admin: true });
-                                             close();
-                                             go();
-                                         } catch (ex) {
-                                             out.replaceChildren(alert("danger", "machina remove failed", ex.message || String(ex)));
-                                         }
-                                     }, { variant: "danger", id: "remove-confirm" }),
-                                     button("Cancel", close, { variant: "link" })))));
+                                   h("footer", { class: "pf-c-modal-box__footer" }, confirm, cancel))));
             document.body.append(backdrop);
         }
 
@@ -774,7 +792,7 @@
                     changesBox.replaceChildren(h("p", { class: "machina-muted" }, "—"));
                 return;
             }
-            const tabs = [["Command line", "preview-argv", m.argv.join("\n")],
+            const tabs = [["Command line", "preview-argv", commandLine(m.argv)],
                 ...Object.entries(m.units).map(([u, t]) => [u, "preview-unit", t]),
                 ["Summary", "preview-summary", m.summary],
                 ["File", "preview-file", text()]];
@@ -805,7 +823,7 @@
             const hostSide = diff.changes.filter(c => c.class !== "guest");
             const row = c => h("tr", {}, h("td", {}, c.what), h("td", {}, c.before === null ? "—" : String(c.before)), h("td", {}, c.after === null ? "—" : String(c.after)));
             const table = list => h("table", { class: "pf-c-table pf-m-compact" }, h("thead", {}, h("tr", {}, h("th", {}, "What"), h("th", {}, "Before"), h("th", {}, "After"))), h("tbody", {}, list.map(row)));
-            changesBox.replaceChildren(
+            changesBox.replaceChildren(...[
                 guest.length
                     ? alert("warning", `The guest will notice ${guest.length} change${guest.length > 1 ? "s" : ""}${diff.pinned ? " (the machine is pinned)" : ""}`, table(guest),
                             diff.pinned
@@ -814,7 +832,7 @@
                                 : null)
                     : h("p", { id: "changes-guest-none" }, diff.changes.length ? "The guest will not notice these changes." : "No changes to the installed unit."),
                 hostSide.length ? h("div", {}, h("p", { class: "machina-muted" }, "Host-side changes:"), table(hostSide)) : null,
-                diff.diff ? h("details", {}, h("summary", {}, "Unit diff"), codeBlock(diff.diff, "changes-diff")) : null);
+                diff.diff ? h("details", {}, h("summary", {}, "Unit diff"), codeBlock(diff.diff, "changes-diff")) : null].filter(Boolean));
             changesBox.dataset.guestVisible = String(!!diff.guest_visible);
         }
 

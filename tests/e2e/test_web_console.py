@@ -68,6 +68,9 @@ class Site:
         return page, frame
 
     def shot(self, page: Any, name: str) -> None:
+        frame = page.frame("cockpit1:localhost/machina")
+        if frame is not None:
+            frame.evaluate("() => window.scrollTo(0, 0)")
         page.wait_for_timeout(300)  # let fonts and the last redraw settle
         console.screenshot(self.browser, page, name, self.tmp)
 
@@ -398,6 +401,29 @@ def _administrator(site: Site, page: Any) -> None:
     f.locator("#stop-web1").click()
     e(row.locator("[data-state]")).to_have_attribute("data-state", "inactive", timeout=40_000)
     assert site.c.unit_state("machina-web1.service") == "inactive"
+
+
+def test_remove_deletes_units_only(site: Site) -> None:
+    e = expect()
+    site.ensure_web1()
+    site.c.run(["machina", "start", "web1"], check=True)
+    config = site.file(f"{CONF}/web1.conf.json")
+    page, f = site.open("/machine/web1")
+    e(f.locator("h1 [data-state]")).to_have_attribute("data-state", "active", timeout=20_000)
+    f.locator("#remove-machine").click()
+    dialog = f.locator("#remove-dialog")
+    e(dialog).to_contain_text("Volumes are never touched")
+    e(f.locator("#remove-stop")).to_be_checked()
+    site.shot(page, "remove")
+    f.locator("#remove-confirm").click()
+    e(f.locator("#remove-output")).to_contain_text("Removed the units of web1", timeout=40_000)
+    assert site.file("/etc/systemd/system/machina-web1.service") is None
+    assert site.c.unit_state("machina-web1.service") == "inactive"
+    assert site.file(f"{CONF}/web1.conf.json") == config, "the config file stays"
+    assert site.c.run(["test", "-f", "/var/lib/mtest/7/data.raw"]).returncode == 0, \
+        "the volume stays"
+    f.locator("#remove-close").click()
+    e(f.locator("h1 [data-state]")).to_be_visible()
 
 
 def test_dark_theme_follows_cockpit(site: Site) -> None:
