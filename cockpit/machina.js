@@ -811,11 +811,7 @@
         }
 
         function drawChanges(diff) {
-            if (!diff) {
-                changesBox.replaceChildren(h("p", { class: "machina-muted", id: "changes-none" }, "machina did not compare this version with the installed unit."));
-                return;
-            }
-            if (!diff.installed) {
+            if (!diff || !diff.installed) {
                 changesBox.replaceChildren(h("p", { id: "changes-new" }, "No unit is installed yet: everything is new."));
                 return;
             }
