@@ -296,7 +296,7 @@ def test_expression_values(pattern: str, want: str) -> None:
     ("${5900 +}", 9, 'expected a number, a variable or "(", found the end of the expression'),
     ("${5900 + }", 10, "found the end of the expression"),
     ("${5900 seat}", 8, 'expected an operator, found "seat"'),
-    ("ab${(1 + 2}", 11, 'expected ")"'),
+    ("ab${(1 + 2}", 11, 'expected ")" to close the "(" of column 5, found the end'),
     ("${1 + 2)}", 8, 'expected an operator, found ")"'),
     ("${*3}", 3, 'found "*"'),
     ("${1 / 0}", 5, "division by zero"),

@@ -144,9 +144,10 @@ def _show(c: str) -> str:
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, start: int) -> None:
         self.tokens = tokenize(text)
         self.pos = 0
+        self.start = start  # where the text starts in its pattern (for column numbers)
 
     def peek(self) -> Token:
         return self.tokens[self.pos]
@@ -196,9 +197,9 @@ class _Parser:
                 node = self.expr(depth + 1)
                 close = self.take()
                 if close.kind != ")":
-                    raise SyntaxProblem(close.offset, f"expected \")\" to close the \"(\" at "
-                                                      f"offset {tok.offset}, found "
-                                                      f"{_found(close)}")
+                    raise SyntaxProblem(close.offset, "expected \")\" to close the \"(\" of "
+                                                      f"column {self.start + tok.offset + 1}"
+                                                      f", found {_found(close)}")
                 return node
             case _:
                 raise SyntaxProblem(tok.offset, "expected a number, a variable or \"(\", "
@@ -211,9 +212,10 @@ def _found(tok: Token) -> str:
     return _show(tok.text)
 
 
-def parse_expression(text: str) -> Node:
-    """The tree of `text`; raises SyntaxProblem (offsets within `text`)."""
-    parser = _Parser(text)
+def parse_expression(text: str, start: int = 0) -> Node:
+    """The tree of `text`; raises SyntaxProblem (offsets within `text`; `start` is where
+    the text begins in its pattern, for the column numbers messages name)."""
+    parser = _Parser(text, start)
     node = parser.expr(0)
     tok = parser.peek()
     if tok.kind != "end":

@@ -119,7 +119,7 @@ def _expression(pattern: str, start: int, text: str, lookup: Callable[[str], str
                                + _where(where), fixes, subject, pattern=pattern, column=column)
 
     try:
-        node = parse_expression(text)
+        node = parse_expression(text, start)
     except SyntaxProblem as exc:
         if not looks_arithmetic(text):
             return None
