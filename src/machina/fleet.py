@@ -43,6 +43,7 @@ class Problem:
     severity: str = "error"
     file: str | None = None
     path: str | None = None
+    hints: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,6 +121,23 @@ def _index_member(index: _Index, x: Member, fleet: bool, written: set[str]) -> N
             index.add("socket", host, path, x, "QMP")
 
 
+#: How to resolve each kind of collision.
+FIXES = {
+    "mac": 'give one of the connections its own "mac" (machina gen-mac makes one)',
+    "port": "give each machine its own port (a port-pattern from the machine's vars, e.g. "
+            '"59${seat}")',
+    "uuid": 'give each machine its own "id" (machina gen-id makes one): a copied machine '
+            "file keeps the original's, and every derived identifier with it",
+    "wwn": 'drop the explicit "wwn" of one volume (machina derives a unique one)',
+    "serial": 'drop the explicit "serial" of one volume (machina derives a unique one)',
+    "tap": "rename a machine or a connection: the tap is named MACHINE.CONNECTION",
+    "unit": 'give each machine file its own "name" (or none: the file name)',
+    "mdev-uuid": 'drop the explicit "id" of one device (machina derives a unique one)',
+    "volume": "give each machine its own file (a pool pattern with ${machine-name})",
+    "socket": "give each machine its own QMP socket names and paths",
+}
+
+
 def find_collisions(members: Sequence[Member]) -> list[Problem]:
     """Every identifier that two uses share (two machines, or two items of one machine).
 
@@ -144,7 +162,8 @@ def find_collisions(members: Sequence[Member]) -> list[Problem]:
                       "across the fleet" if scope == "fleet" else "on one host")
         problems.append(Problem(
             kind=kind, value=value, machines=labels, file=uses[-1].member.file,
-            message=f"{WHAT[kind]} {value} is used {len(uses)} times {scope_text}: {where}"))
+            message=f"{WHAT[kind]} {value} is used {len(uses)} times {scope_text}: {where}",
+            hints=(FIXES[kind],) if kind in FIXES else ()))
     return sorted(problems, key=lambda p: (p.kind, p.value or "", p.machines))
 
 
@@ -152,4 +171,4 @@ def problem_data(p: Problem) -> dict[str, object]:
     """A PROBLEM of docs/json.md (`check --json`)."""
     return {"kind": p.kind, "severity": p.severity, "value": p.value,
             "machines": list(p.machines), "message": p.message, "file": p.file,
-            "path": p.path}
+            "path": p.path, "hints": list(p.hints)}

@@ -129,6 +129,7 @@ def test_check_offline_finds_each_kind_of_collision(machina: Machina, tmp_path: 
         assert set(problem["machines"]) == machines, problem
         assert problem["value"] == value, problem
         assert problem["severity"] == "error"
+        assert problem["hints"], problem
     (volume,) = kinds["volume"]
     assert set(volume["machines"]) == {"vol-a", "vol-b"}
     assert volume["value"] == str(tmp_path / "pool" / "d.raw")
@@ -283,7 +284,7 @@ def test_check_on_the_host(machina: Machina, netns: str, host_dir: Path) -> None
                                                    f"{host_dir}/gone/x.raw"}
     (access,) = kinds["access"]
     assert access["value"] == str(iso / "secret.iso") and access["machines"] == ["least"]
-    assert "setfacl" in access["message"]
+    assert any("setfacl" in h for h in access["hints"])
     assert doc["machines"] == 7
     # the same configs offline: none of these
     offline = run_check(machina, "--offline", config=config, ok=True, netns=netns)

@@ -29,7 +29,9 @@ def _build_problems(exc: MachinaError, file: str, label: str | None) -> list[Pro
         out.append(Problem(kind="build", message=str(e["message"]),
                            machines=(label,) if label else (),
                            file=e["file"] if isinstance(e["file"], str) else file,
-                           path=e["path"] if isinstance(e["path"], str) else None))
+                           path=e["path"] if isinstance(e["path"], str) else None,
+                           hints=tuple(str(h) for h in e["hints"])
+                           if isinstance(e["hints"], list) else ()))
     return out
 
 
@@ -106,10 +108,9 @@ def _host_facts(cfg: Configs, members: Sequence[Member], result: CheckResult) ->
             if x.machine.least:
                 verdict = access.judge(x.machine, use)
                 if verdict.problem is not None:
-                    hints = "; ".join(verdict.problem.hints)
                     result.problems.append(Problem(
                         kind="access", value=use.path, machines=(x.label,), file=x.file,
-                        message=str(verdict.problem) + (f" ({hints})" if hints else "")))
+                        message=str(verdict.problem), hints=verdict.problem.hints))
 
 
 def _machine_types(members: Sequence[Member], result: CheckResult) -> None:
@@ -175,7 +176,10 @@ def render_check_text(result: CheckResult) -> str:
     out = []
     if rows:
         out.append(f"{'KIND':<{width[0]}}  {'MACHINES':<{width[1]}}  PROBLEM\n")
-        out.extend(f"{k:<{width[0]}}  {m:<{width[1]}}  {msg}\n" for k, m, msg in rows)
+        pad = " " * (width[0] + width[1] + 4)
+        for p, (k, m, msg) in zip(result.problems, rows, strict=True):
+            out.append(f"{k:<{width[0]}}  {m:<{width[1]}}  {msg}\n")
+            out.extend(f"{pad}hint: {h}\n" for h in p.hints)
     for s in result.skipped:
         out.append(f"skipped: {s}\n")
     n = len(result.problems)
