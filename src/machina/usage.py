@@ -4,7 +4,9 @@ runtime's own entry points (machina-ifup/-ifdown, completion)."""
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+import os
+import sys
+from typing import Any, NoReturn
 
 DESCRIPTION = "Manages kernel virtual machines via QEMU."
 
@@ -15,7 +17,35 @@ class UsageError(Exception):
         self.parser = parser
 
 
+def terminal_columns() -> int:
+    """shutil.get_terminal_size().columns, without importing shutil (and bz2, lzma and
+    fnmatch with it): argparse makes a formatter, so asks this, at every add_argument."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):  # AttributeError: no sys.__stdout__
+        return 80
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's own, as wide as it would make itself (the terminal's width - 2)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         terminal_columns() - 2 if width is None else width)
+
+
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(self, message)
 

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from .support import Machina, assert_ok, describe, make_config
 from .test_install import pyz  # noqa: F401  (the fixture: tools/build_zipapp.py's output)
@@ -73,23 +74,32 @@ def test_installed_program_starts_python_isolated_without_site(
     assert proc.stdout == reference.stdout
 
 
-def _modules_after(program: Path, argv: list[str], tmp_path: Path, rc: int = 0) -> set[str]:
-    """sys.modules after machina.cli.main(argv) ran from the zipapp (as installed)."""
+def _run_in_zipapp(program: Path, argv: list[str], tmp_path: Path,
+                   rc: int = 0) -> dict[str, Any]:
+    """machina.cli.main(argv) run from the zipapp (as its __main__ does); returns the
+    modules imported and the dataclass method texts compiled without the build's table."""
     code = (
         "import sys, json\n"
         f"sys.path.insert(0, {str(program)!r})\n"
-        "before = set(sys.modules)\n"
+        "import _machina_boot\n"
+        "_machina_boot.install()\n"
         "from machina.cli import main\n"
         f"rc = main({['machina', *argv]!r})\n"
         "sys.stdout.flush()\n"
-        "sys.stderr.write(json.dumps({'rc': rc, 'modules': sorted(sys.modules)}) + '\\n')\n"
+        "sys.stderr.write(json.dumps({'rc': rc, 'modules': sorted(sys.modules),\n"
+        "                            'installed': _machina_boot.installed,\n"
+        "                            'misses': _machina_boot.misses}) + '\\n')\n"
     )
     proc = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
                           text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 0, describe(proc)
-    report = json.loads(proc.stderr.splitlines()[-1])
+    report: dict[str, Any] = json.loads(proc.stderr.splitlines()[-1])
     assert report["rc"] == rc, describe(proc)
-    return set(report["modules"])
+    return report
+
+
+def _modules_after(program: Path, argv: list[str], tmp_path: Path) -> set[str]:
+    return set(_run_in_zipapp(program, argv, tmp_path)["modules"])
 
 
 def _runtime_imports(modules: set[str]) -> list[str]:
@@ -113,3 +123,15 @@ def test_shutdown_does_import_qemu_qmp(pyz: Path, tmp_path: Path) -> None:  # no
     config = str(_config(tmp_path))
     modules = _modules_after(pyz, ["--config-dir", config, "shutdown", "vm1"], tmp_path)
     assert "qemu.qmp" in modules and "asyncio" in modules
+
+
+def test_zipapp_compiles_no_dataclass_method_at_start(pyz: Path,  # noqa: F811
+                                                      tmp_path: Path) -> None:
+    """The build's table (tools/zipapp_boot.py) covers every dataclass the commands make,
+    so dataclasses compiles nothing; a class changed after the build would show here."""
+    config = str(_config(tmp_path))
+    for argv in (["generate", "--preview", "vm1"], ["cat", "vm1"], ["shutdown", "vm1"]):
+        report = _run_in_zipapp(pyz, ["--config-dir", config, *argv], tmp_path)
+        assert "machina.plan.devices" in report["modules"] or argv[0] == "cat"
+        assert report["installed"], "no dataclass table in the zipapp"
+        assert report["misses"] == [], f"{argv}: compiled at start: {report['misses'][:3]}"
