@@ -32,7 +32,7 @@ from machina.plan.devices import plan_machine
 from machina.qemu.argv import render_argv
 from machina.report import error_entries, error_entry, pointer_of, subject_of
 from machina.summary import machine_summary, system_summary
-from machina.systemd.render import render_machine_unit, unit_name
+from machina.systemd.render import render_machine_units, unit_name
 
 #: The most a preview request may hold (the page sends a handful of small files).
 MAX_REQUEST_BYTES = 4 << 20
@@ -186,13 +186,15 @@ def preview(request: Request, installed_host: Callable[[], bytes],
         except MachinaError as exc:
             errors.extend(_located(exc, loc.find))
             continue
-        unit, text = unit_name(machine.name), render_machine_unit(machine, plan).render()
+        units = {name: u.render() for name, u in render_machine_units(machine, plan)}
+        unit = unit_name(machine.name)
+        text = units[unit]
         installed = installed_unit(unit)
         out.append({
             "name": machine.name,
             "summary": machine_summary(machine),
             "argv": render_argv(plan.options()),
-            "units": {unit: text},
+            "units": units,
             "diff": None if installed is None else diff_data(diff_unit(
                 machine.name, unit, installed, text, pinned=machine.pinned)),
         })

@@ -174,11 +174,16 @@ def test_create_from_tags_validate_preview_apply_start_shutdown(site: Site) -> N
     e(row.locator("[data-state]")).to_have_attribute("data-state", "active")
     e(row).to_contain_text("since")
     site.shot(page, "machines")
+    f.locator("label[for='autostart-web1']").click()      # start at boot
+    e(row).to_contain_text("At boot", timeout=10_000)
+    assert site.c.systemctl("is-enabled", "machina-web1.service").stdout.strip() == "enabled"
     f.locator("#shutdown-web1").click()
     e(row.locator("[data-state]")).to_have_attribute("data-state", "inactive", timeout=40_000)
     assert site.c.unit_state("machina-web1.service") == "inactive"
-    print(site.c.journal("machina-web1.service"))
     assert site.c.unit_properties("machina-web1.service", "Result")["Result"] == "success"
+    # the unit's journal, in Cockpit's own Logs page
+    row.locator(".machina-logs").click()
+    page.wait_for_url(re.compile(r"/system/logs.*service=machina-web1\.service"))
 
 
 def test_edit_pinned_machine_shows_guest_visible_changes_before_applying(site: Site) -> None:

@@ -150,3 +150,17 @@ def test_invalid_machine_name_is_shown_at_the_name(machina_cmd: list[str],
 ])
 def test_json_pointer(path: str, pointer: str | None) -> None:
     assert json_pointer(path) == pointer
+
+
+def test_companion_units_are_previewed_too(machina_cmd: list[str],
+                                           machina_env: dict[str, str], config: Path) -> None:
+    host = dict(HOST, storage={**HOST["storage"], "tpm": {
+        "path": "/var/lib/machina/tpm", "pattern": "${machine-name}", "type": "tpm-data"}})
+    text = machine(tags=["linux"], vars={"seat": "1"},
+                   attrs={"tpm": {"enabled": True, "data": {"name": "t", "storage": "tpm"}}})
+    code, doc = preview(machina_cmd, machina_env, config,
+                        {"host": json.dumps(host), "machines": {"vm": text}})
+    assert code == 0, doc["errors"]
+    (m,) = doc["machines"]
+    assert list(m["units"]) == ["machina-vm.service", "machina-swtpm@vm.service"]
+    assert "swtpm socket" in m["units"]["machina-swtpm@vm.service"]
