@@ -216,7 +216,9 @@ def render_swtpm_unit(machine: Machine, tpm: TpmUse) -> Unit:
     machine's group, which alone can reach the state and the control socket."""
     name = machine.name
     least = machine.least
-    own = "+" if least else ""
+    # prepare makes the state outside the sandbox: under ProtectSystem=strict it could not
+    # create the state directory (measured in nspawn: the root-mode unit never started)
+    own = "+"
     gid = machine.group_id if least else None
     ctrl = keyval(("type", "unixio"), ("path", tpm.socket), ("mode", "0660"), ("gid", gid))
     state = keyval(("dir", tpm.state_dir), ("mode", "0660" if least else "0600"))
@@ -234,11 +236,12 @@ def render_swtpm_unit(machine: Machine, tpm: TpmUse) -> Unit:
     if least:
         service += _hardening(LeastPrivilege(
             user=machine.swtpm_user, group=machine.group_name, writable=tuple(writable),
-            devices=(), vfio=False, inet=False, network=False), supplementary=(), umask="0007")
+            devices=(), vfio=False, inet=False, network=False,
+            created=frozenset({tpm.state_dir})), supplementary=(), umask="0007")
     else:
         service += [
             ("ProtectSystem", Raw("strict")),
-            ("ReadWritePaths", PathList(tuple(writable))),
+            ("ReadWritePaths", PathList(tuple(writable), frozenset({tpm.state_dir}))),
             ("ProtectHome", Raw("yes")),
             ("PrivateTmp", Raw("yes")),
             ("PrivateNetwork", Raw("yes")),
