@@ -598,18 +598,24 @@ def prog_name(argv0: str | None = None) -> str:
     return "machina" if name in ("__main__.py", "-m", "-c") or name.endswith(".pyz") else name
 
 
+def _shown(text: str) -> list[str]:
+    """A message's lines, control characters from config values shown as escapes."""
+    from machina.config.values import visible
+
+    return [visible(line) for line in text.split("\n")]
+
+
 def _print_warning(prog: str, exc: MachinaError) -> None:
-    sys.stderr.write(f"{prog}: warning: {exc}\n")
+    sys.stderr.write(f"{prog}: warning: " + "\n".join(_shown(str(exc))) + "\n")
     for h in exc.hints:
-        sys.stderr.write(f"  hint: {h}\n")
+        sys.stderr.write("  hint: " + "\n".join(_shown(h)) + "\n")
 
 
 def _print_error(prog: str, exc: BaseException, hints: Sequence[str]) -> None:
-    text = str(exc)
     pad = " " * len(f"{prog}: error: ")
-    sys.stderr.write(f"{prog}: error: " + text.replace("\n", "\n" + pad) + "\n")
+    sys.stderr.write(f"{prog}: error: " + ("\n" + pad).join(_shown(str(exc))) + "\n")
     for h in hints:
-        sys.stderr.write(f"  hint: {h}\n")
+        sys.stderr.write("  hint: " + "\n".join(_shown(h)) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

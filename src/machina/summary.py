@@ -14,6 +14,7 @@ from machina.config.schema import (
     Storage,
     Volume,
 )
+from machina.config.values import visible
 from machina.errors import MachinaError
 from machina.identity import ZERO_UUID
 from machina.model import Machine
@@ -145,7 +146,8 @@ def definition_lines(machine_name: str, vars: dict[str, str], attrs: Attributes,
 
 
 def _indent(lines: Iterable[tuple[int, str]], base: int) -> list[str]:
-    return ["  " * (base + level) + text for level, text in lines]
+    """Every line of `cat`, indented; control characters in values shown as escapes."""
+    return ["  " * (base + level) + visible(text) for level, text in lines]
 
 
 def firmware_lines(m: Machine, host: HostFile) -> list[tuple[int, str]]:

@@ -114,6 +114,19 @@ def parse_wwn(text: str) -> Wwn:
     return Wwn(bytes(buf))
 
 
+_SHOWN = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def visible(text: str) -> str:
+    """Text for a terminal: each control character (C0, DEL, C1) shown as an escape
+    (`\\n`, `\\x1b`, `\\x9b`), so a value in a config cannot move the cursor, recolour
+    or retitle the terminal that prints it (issue 7, item 10). Other text is unchanged."""
+    if all(" " <= c < "\x7f" or c > "\x9f" for c in text):
+        return text
+    return "".join(_SHOWN.get(c, f"\\x{ord(c):02x}")
+                   if c < " " or "\x7f" <= c <= "\x9f" else c for c in text)
+
+
 def go_quote(s: str) -> str:
     """Go's %q for the common cases: double quotes, backslash escapes for specials."""
     out = []

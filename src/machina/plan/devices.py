@@ -6,8 +6,9 @@ touches the host: paths are computed, never opened.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -630,7 +631,23 @@ class _Builder:
         self.connections()
         self.devices()
         self.plan.settings = self.settings()
+        if self.m.least:
+            check_least_files(self.plan.files)
         return self.plan
+
+
+def check_least_files(files: Iterable[FileUse]) -> None:
+    """Least privilege names QEMU's files in the unit (ReadWritePaths=) and gives them to
+    the machine's group: each must be absolute and free of control characters."""
+    for f in files:
+        if not f.path.startswith("/") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in f.path):
+            raise PlanError(
+                f"least privilege: QEMU's file {json.dumps(f.path, ensure_ascii=False)} "
+                + ("is not an absolute path" if not f.path.startswith("/")
+                   else "holds a control character"),
+                ("in least-privilege mode every file QEMU opens is named in the unit and "
+                 "given to the machine's group: use an absolute path without control "
+                 "characters (check the pool's path and pattern and the boot files)",))
 
 
 def plan_machine(machine: Machine, host: HostFile) -> Plan:

@@ -11,6 +11,7 @@ from typing import Any
 from machina.config.load import load_machine
 from machina.config.resolve import resolve_machine
 from machina.config.schema import HostFile
+from machina.config.values import visible
 from machina.core import Configs
 from machina.errors import MachinaError
 from machina.report import error_entries
@@ -79,7 +80,7 @@ def list_machines(cfg: Configs, *, live: bool = True) -> str:
                  else st.active or st.sub)
         since = _since(st)
         duration = durations(round(now - since)) if since > 0 and now > since else ""
-        rows.append((name, st.load, state, duration, end, st))
+        rows.append((visible(name), st.load, state, duration, visible(end), st))
     colour = _colour()
     widths = [max((len(r[0]) for r in rows), default=0),
               max((len(r[1]) for r in rows), default=0),
