@@ -98,7 +98,7 @@ def test_least_privilege_paths_with_control_characters_are_config_errors(
     err = p.stderr.decode()
     assert p.returncode == 1 and "unexpected" not in err and "bug" not in err, err
     assert "least privilege: QEMU's file" in err
-    assert ("not an absolute path" if "/" != value[0] else "holds a control character") in err
+    assert ("not an absolute path" if value[0] != "/" else "holds a control character") in err
 
 
 def test_visible_leaves_printable_text_alone() -> None:
