@@ -241,16 +241,22 @@ def cmd_generate(cfg: Configs, ns: argparse.Namespace) -> int:
         raise Failure("\n".join(p.message for p in conflicts),
                       ("a writable file, a tap name and a QMP socket belong to one machine: "
                        "give each machine its own (machina check lists every collision)",))
+    from machina.fleet import exposures
+    from machina.plan.devices import group_sockets
+
     for b in built:
-        if b.machine.least:
+        for warning in exposures(b.machine):
+            _print_warning(prog_name(), warning)
+        if b.machine.least or group_sockets(b.machine):
             if ns.unit_dir is None:
                 access.ensure_group(b.machine)
             else:
                 m = b.machine
                 _print_warning(prog_name(), Failure(
-                    f"{m.name} runs QEMU in its group {m.group_name}; create it on the host "
+                    f"{m.name} uses its group {m.group_name}; create it on the host "
                     "that runs the unit before starting it",
                     (f"groupadd -g {m.group_id} {m.group_name}",)))
+        if b.machine.least:
             for problem in access.check_plan(b.machine, b.plan):
                 _print_warning(prog_name(), problem)
     unitfiles.write_units([u for _, texts in units for u in texts], ns.unit_dir,

@@ -13,9 +13,11 @@ from machina.errors import MachinaError
 from machina.identity import ZERO_UUID
 from machina.model import Machine
 from machina.plan.devices import (
+    agent_socket,
     effective_port,
     nvram_path,
     qmp_socket_paths,
+    spice_socket,
     tpm_use,
     volume_path,
 )
@@ -94,9 +96,13 @@ def machine_document(m: Machine, host: HostFile, file: str, units: Sequence[str]
         "tpm": _tpm(m, host, units),
         "qmp": {"sockets": list(qmp_socket_paths(m.name, a.qmp_names, a.qmp_paths))
                 if a.qmp_enabled else []},
-        "spice": {"port": _port(a.spice_port, a.spice_port_pattern, m.vars), "socket": None,
+        "spice": {"port": None if a.spice_unix else _port(a.spice_port,
+                                                           a.spice_port_pattern, m.vars),
+                  "socket": spice_socket(m.name) if a.spice_unix else None,
                   "displays": a.spice_displays or 1} if a.spice_enabled else None,
-        "agent": {"port": _port(a.agent_port, a.agent_port_pattern, m.vars), "socket": None}
+        "agent": {"port": None if a.agent_unix else _port(a.agent_port, a.agent_port_pattern,
+                                                          m.vars),
+                  "socket": agent_socket(m.name) if a.agent_unix else None}
         if a.agent_enabled else None,
         "privileges": {"mode": m.privileges,
                        "group": m.group_name if m.least else None,

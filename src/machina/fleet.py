@@ -25,8 +25,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from machina import identity
+from machina.errors import Failure
 from machina.model import Machine
-from machina.plan.devices import Plan, effective_port, qmp_socket_paths
+from machina.plan.devices import Plan, effective_port, qmp_socket_paths, tcp_listeners
 
 #: What `generate` refuses to share between machines (the rest is for `check` to report).
 GENERATE_KINDS = ("tap", "volume", "socket")
@@ -83,8 +84,10 @@ WHAT = {"mac": "MAC address", "port": "port", "uuid": "machine id", "wwn": "WWN"
 def _ports(m: Machine) -> Iterable[tuple[str, int]]:
     a = m.attrs
     for enabled, what, port, pattern in (
-            (a.spice_enabled, "SPICE", a.spice_port, a.spice_port_pattern),
-            (a.agent_enabled, "guest agent", a.agent_port, a.agent_port_pattern)):
+            (a.spice_enabled and not a.spice_unix, "SPICE", a.spice_port,
+             a.spice_port_pattern),
+            (a.agent_enabled and not a.agent_unix, "guest agent", a.agent_port,
+             a.agent_port_pattern)):
         if enabled:
             yield what, effective_port(port, pattern, m.vars, strict=True)
 
@@ -172,3 +175,34 @@ def problem_data(p: Problem) -> dict[str, object]:
     return {"kind": p.kind, "severity": p.severity, "value": p.value,
             "machines": list(p.machines), "message": p.message, "file": p.file,
             "path": p.path, "hints": list(p.hints)}
+
+
+_EXPOSED = {
+    "SPICE": ("with no ticket: every local user can watch its display, type on it and "
+              "redirect USB devices to it", '"attrs": {"spice": {"unix": true}}'),
+    "guest agent": ("with no password: every local user can send it commands "
+                    "(guest-exec runs programs in the guest, as SYSTEM in Windows)",
+                    '"attrs": {"agent": {"qemu": {"unix": true}}}'),
+}
+
+
+def exposures(m: Machine) -> list[Failure]:
+    """Warnings for what listens on 127.0.0.1, where every local user can connect (the
+    reference's form; issue 7, item 12). Kind "exposure" in `check`."""
+    out = []
+    ports = dict(_ports(m))
+    for what in tcp_listeners(m):
+        text, setting = _EXPOSED[what]
+        port = f":{ports[what]}" if what in ports else ""
+        out.append(Failure(
+            f"machine {m.name}: {what} listens on 127.0.0.1{port} {text}",
+            (f"set {setting}: a socket in /run/machina/{m.name}/group that only root and "
+             f"the group {m.group_name} can use",)))
+    return out
+
+
+def exposure_problems(x: Member) -> list[Problem]:
+    """`exposures` as `check` problems (warnings)."""
+    return [Problem(kind="exposure", severity="warning", value=None, machines=(x.label,),
+                    file=x.file, message=str(e), hints=e.fixes)
+            for e in exposures(x.machine)]

@@ -19,9 +19,11 @@ from machina.errors import MachinaError
 from machina.identity import ZERO_UUID
 from machina.model import Machine
 from machina.plan.devices import (
+    agent_socket,
     effective_port,
     nvram_path,
     qmp_socket_paths,
+    spice_socket,
     swtpm_socket,
     tpm_use,
 )
@@ -118,12 +120,18 @@ def definition_lines(machine_name: str, vars: dict[str, str], attrs: Attributes,
                    for p in qmp_socket_paths(machine_name, a.qmp_names, a.qmp_paths))
     if a.agent_enabled:
         out.append((0, "QEMU Guest Agent: Enabled"))
-        out.extend((0, line) for line in _port_line(
-            "QEMU Guest Agent Port", a.agent_port, a.agent_port_pattern, vars, strict))
+        if a.agent_unix:
+            out.append((0, f"QEMU Guest Agent Socket: {agent_socket(machine_name or 'NAME')}"))
+        else:
+            out.extend((0, line) for line in _port_line(
+                "QEMU Guest Agent Port", a.agent_port, a.agent_port_pattern, vars, strict))
     if a.spice_enabled:
         out.append((0, "Spice Display: Enabled"))
-        out.extend((0, line) for line in _port_line(
-            "Spice Port", a.spice_port, a.spice_port_pattern, vars, strict))
+        if a.spice_unix:
+            out.append((0, f"Spice Socket: {spice_socket(machine_name or 'NAME')}"))
+        else:
+            out.extend((0, line) for line in _port_line(
+                "Spice Port", a.spice_port, a.spice_port_pattern, vars, strict))
         if a.spice_displays != 0:
             out.append((0, f"Spice Display Count: {a.spice_displays}"))
     t = a.tpm  # ours (later.md §8), only when set (D21)

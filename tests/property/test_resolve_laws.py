@@ -71,7 +71,7 @@ attributes = st.builds(
     qmp_paths=st.lists(st.sampled_from(["/p", "/q", "/r"]), max_size=3).map(tuple),
     agent_enabled=st.booleans(), agent_port=INTS, agent_port_pattern=SMALL_TEXT,
     spice_enabled=st.booleans(), spice_port=INTS, spice_port_pattern=SMALL_TEXT,
-    spice_displays=INTS,
+    spice_displays=INTS, agent_unix=st.booleans(), spice_unix=st.booleans(),
     # an initrd or command line comes with a kernel (QEMU refuses them alone)
     boot=st.builds(Boot, kernel=SMALL_TEXT, initrd=SMALL_TEXT, cmdline=SMALL_TEXT,
                    bios=SMALL_TEXT).filter(lambda b: bool(b.kernel or not (b.initrd
@@ -166,7 +166,8 @@ def test_scalar_boolean_and_var_laws(setup: tuple[MachineFile, HostFile, list[De
             [getattr(a.boot, f) for a in attrs]), f
 
     # booleans: OR (a definition cannot switch off what another switched on)
-    for f in ("enlightenments", "qmp_enabled", "agent_enabled", "spice_enabled", "pvpanic"):
+    for f in ("enlightenments", "qmp_enabled", "agent_enabled", "spice_enabled", "pvpanic",
+              "agent_unix", "spice_unix"):
         assert getattr(m.attrs, f) == any(getattr(a, f) for a in attrs), f
 
     # firmware: first non-empty volume, as a whole object, not populated

@@ -532,7 +532,8 @@ def _socket_path(ctx: _Ctx, ptr: str, value: Any) -> str:
 
 _QMP_SOCKETS = _sub({"names": _list(_socket_name), "paths": _list(_socket_path)},
                     "qmp.sockets")
-_AGENT_QEMU = _sub({"enabled": _bool, "port": _PORT, "port-pattern": _string}, "agent.qemu")
+_AGENT_QEMU = _sub({"enabled": _bool, "port": _PORT, "port-pattern": _string, "unix": _bool},
+                   "agent.qemu")
 
 
 MACHINE_TYPE = re.compile(r"q35|pc-q35-[0-9]{1,3}\.[0-9]{1,3}")
@@ -582,7 +583,7 @@ def _attrs(ctx: _Ctx, ptr: str, value: Any) -> Attributes:
         "qmp": _sub({"enabled": _bool, "sockets": _QMP_SOCKETS}, "attrs.qmp"),
         "agent": _sub({"qemu": _AGENT_QEMU}, "attrs.agent"),
         "spice": _sub({"enabled": _bool, "port": _PORT, "port-pattern": _string,
-                       "displays": _int}, "attrs.spice"),
+                       "displays": _int, "unix": _bool}, "attrs.spice"),
         "boot": _sub({"kernel": _string, "initrd": _string, "cmdline": _string,
                       "bios": _string}, "attrs.boot"),
         "privileges": _sub({"mode": _mode}, "attrs.privileges"),
@@ -613,10 +614,12 @@ def _attrs(ctx: _Ctx, ptr: str, value: Any) -> Attributes:
         agent_enabled=agent.get("enabled", False),
         agent_port=agent.get("port", 0),
         agent_port_pattern=agent.get("port-pattern", ""),
+        agent_unix=agent.get("unix", False),
         spice_enabled=spice.get("enabled", False),
         spice_port=spice.get("port", 0),
         spice_port_pattern=spice.get("port-pattern", ""),
         spice_displays=spice.get("displays", 0),
+        spice_unix=spice.get("unix", False),
         boot=Boot(**f.get("boot", {})),
         privileges_mode=f.get("privileges", {}).get("mode", ""),
         shutdown_timeout=f.get("shutdown", {}).get("timeout", 0),

@@ -64,7 +64,8 @@ HANDLED_ATTRIBUTE_FIELDS = frozenset({
     "qmp_enabled", "qmp_names", "qmp_paths", "agent_enabled", "agent_port",
     "agent_port_pattern", "spice_enabled", "spice_port", "spice_port_pattern",
     "spice_displays", "boot", "privileges_mode", "shutdown_timeout", "firmware_profile",
-    "serial", "machine_type", "threads", "enlightenments_level", "pvpanic", "tpm"})
+    "serial", "machine_type", "threads", "enlightenments_level", "pvpanic", "tpm",
+    "agent_unix", "spice_unix"})
 
 
 def union(a: Sequence[str], b: Sequence[str]) -> tuple[str, ...]:
@@ -131,10 +132,12 @@ def merge_attributes(defs: Sequence[Definition]) -> Attributes:
         agent_enabled=any_on("agent_enabled"),
         agent_port=first_int("agent_port"),
         agent_port_pattern=first_str(a.agent_port_pattern for a in attrs),
+        agent_unix=any_on("agent_unix"),
         spice_enabled=any_on("spice_enabled"),
         spice_port=first_int("spice_port"),
         spice_port_pattern=first_str(a.spice_port_pattern for a in attrs),
         spice_displays=first_int("spice_displays"),
+        spice_unix=any_on("spice_unix"),
         boot=boot,
         privileges_mode=first_str(a.privileges_mode for a in attrs),
         shutdown_timeout=first_int("shutdown_timeout"),

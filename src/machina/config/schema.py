@@ -86,10 +86,12 @@ class Attributes:
     agent_enabled: bool = False
     agent_port: int = 0
     agent_port_pattern: str = ""
+    agent_unix: bool = False   # ours: the agent on a socket for root and the machine's group
     spice_enabled: bool = False
     spice_port: int = 0
     spice_port_pattern: str = ""
     spice_displays: int = 0
+    spice_unix: bool = False   # ours: SPICE on a socket for root and the machine's group
     boot: Boot = Boot()
     privileges_mode: str = ""  # ours: "least" or "root" (attrs.privileges.mode)
     shutdown_timeout: int = 0  # ours: seconds `systemctl stop` waits for the guest

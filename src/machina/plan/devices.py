@@ -107,6 +107,34 @@ def system_socket(machine_name: str) -> str:
     return join_path(RUN_DIR, machine_name, "systemd.0.qmp.socket")
 
 
+def group_dir(machine_name: str) -> str:
+    """Where the sockets root and the machine's group may use are (SPICE and the guest
+    agent with "unix": ours): root:GROUP, mode 2770, made by `prepare`."""
+    return join_path(RUN_DIR, machine_name, "group")
+
+
+def spice_socket(machine_name: str) -> str:
+    return join_path(group_dir(machine_name), "spice.socket")
+
+
+def agent_socket(machine_name: str) -> str:
+    return join_path(group_dir(machine_name), "agent.socket")
+
+
+def group_sockets(machine: Machine) -> bool:
+    """Whether SPICE or the guest agent listen on the machine's group sockets."""
+    a = machine.attrs
+    return (a.spice_enabled and a.spice_unix) or (a.agent_enabled and a.agent_unix)
+
+
+def tcp_listeners(machine: Machine) -> tuple[str, ...]:
+    """What listens on 127.0.0.1, where every local user can connect."""
+    a = machine.attrs
+    return tuple(what for what, on in (("SPICE", a.spice_enabled and not a.spice_unix),
+                                       ("guest agent", a.agent_enabled and not a.agent_unix))
+                 if on)
+
+
 def command_sockets(machine_name: str) -> tuple[str, str]:
     return (join_path(RUN_DIR, machine_name, "command.0.qmp.socket"),
             join_path(RUN_DIR, machine_name, "command.1.qmp.socket"))
@@ -482,19 +510,28 @@ class _Builder:
         a = self.m.attrs
         if not a.agent_enabled:
             return
-        port = self.port(a.agent_port, a.agent_port_pattern, "QEMU Agent port")
-        self.plan.chardevs.append(opt("chardev", "socket", ("id", "guestagent"),
-                                      ("host", "127.0.0.1"), ("port", port), ("server", "on"),
-                                      ("wait", "off"), ("nodelay", "on")))
+        if a.agent_unix:
+            self.plan.chardevs.append(opt("chardev", "socket", ("id", "guestagent"),
+                                          ("path", agent_socket(self.m.name)),
+                                          ("server", "on"), ("wait", "off")))
+        else:
+            port = self.port(a.agent_port, a.agent_port_pattern, "QEMU Agent port")
+            self.plan.chardevs.append(opt("chardev", "socket", ("id", "guestagent"),
+                                          ("host", "127.0.0.1"), ("port", port),
+                                          ("server", "on"), ("wait", "off"), ("nodelay", "on")))
         self.topo.add_serial_port("guestagent", "org.qemu.guest_agent.0")
 
     def spice_step(self) -> None:
         a = self.m.attrs
         if not a.spice_enabled:
             return
-        port = self.port(a.spice_port, a.spice_port_pattern, "spice port")
-        self.spice = opt("spice", None, ("port", port), ("addr", "127.0.0.1"),
-                         ("disable-ticketing", "on"))
+        if a.spice_unix:
+            self.spice = opt("spice", None, ("unix", "on"), ("addr", spice_socket(self.m.name)),
+                             ("disable-ticketing", "on"))
+        else:
+            port = self.port(a.spice_port, a.spice_port_pattern, "spice port")
+            self.spice = opt("spice", None, ("port", port), ("addr", "127.0.0.1"),
+                             ("disable-ticketing", "on"))
         self.globals.append(("qxl-vga", "ram_size", str(QXL_MEMORY)))
         self.globals.append(("qxl-vga", "vram_size", str(QXL_MEMORY)))
         displays = a.spice_displays if 1 <= a.spice_displays <= 4 else (

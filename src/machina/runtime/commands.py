@@ -17,7 +17,7 @@ from machina.config.schema import Connection, HostFile
 from machina.core import Built, Configs
 from machina.errors import Failure, HostError, MachinaError
 from machina.model import Machine
-from machina.plan.devices import command_sockets, system_socket
+from machina.plan.devices import command_sockets, group_sockets, system_socket
 from machina.runtime import hostplan, net, systemctl
 from machina.runtime.hostplan import HostAction
 
@@ -336,13 +336,21 @@ def run(cfg: Configs, ns: argparse.Namespace) -> int:
     m = b.machine
     run_dir = os.path.join("/run/machina", m.name)
     made_dir = False
+    fresh = not os.path.isdir(run_dir)
     result: MachinaError | None = None
     try:
         prepare_machine(cfg.host(), b)  # a half-done prepare is undone below
+        made_dir = fresh and os.path.isdir(run_dir)  # prepare makes it for group sockets
         if m.attrs.qmp_enabled and not os.path.isdir(run_dir):
             os.makedirs(run_dir, mode=0o755)
             made_dir = True
-        child = proc.spawn(render_argv(b.plan.options()))
+        # group sockets: QEMU's sockets get g+rw, as the unit's UMask=0007 gives them
+        umask = os.umask(0o007) if group_sockets(m) else None
+        try:
+            child = proc.spawn(render_argv(b.plan.options()))
+        finally:
+            if umask is not None:
+                os.umask(umask)
 
         def forward(signum: int, frame: object) -> None:
             child.terminate()

@@ -13,7 +13,7 @@ from machina.config.schema import HostFile
 from machina.core import Built
 from machina.errors import HostError, MachinaError
 from machina.model import Machine
-from machina.plan.devices import FileUse
+from machina.plan.devices import FileUse, group_dir, group_sockets
 from machina.runtime import mdev, net, nvram
 
 
@@ -107,6 +107,14 @@ def plan_prepare(host: HostFile, b: Built, *, tpm_only: bool = False) -> list[Ho
 
         for path in qmp_socket_paths(m.name, m.attrs.qmp_names, m.attrs.qmp_paths):
             safepath.check_socket_path(path)
+    if group_sockets(m):
+        from machina.runtime import safepath
+
+        where = group_dir(m.name)
+        actions.append(HostAction(
+            f"make {where} for the sockets of root and the group {m.group_name} "
+            f"({m.group_id}): root:{m.group_id}, mode 2770",
+            partial(safepath.make_group_dir, where, m.group_id)))
     if m.least:
         from machina.runtime import access
 

@@ -11,6 +11,7 @@ an `O_PATH` descriptor), so what was checked is what changes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Iterator
@@ -139,3 +140,46 @@ def check_socket_path(path: str) -> None:
                         "replace it with its QMP socket",
                         ("choose another QMP socket path (attrs.qmp.sockets), or remove the "
                          "file if it is not needed",))
+
+
+def _mkdir_at(dir_fd: int, name: str, mode: int) -> None:
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, mode, dir_fd=dir_fd)
+
+
+def _open_dir_at(dir_fd: int, name: str, where: str) -> int:
+    """A directory entry opened without following a link (a link is refused)."""
+    try:
+        return os.open(name, _PATH | os.O_DIRECTORY, dir_fd=dir_fd)
+    except OSError as exc:
+        raise UnsafePathError(f"{where} is not a directory ({exc.strerror or exc}): machina "
+                              "follows no link", (f"remove {where}",)) from exc
+
+
+def make_group_dir(path: str, gid: int) -> None:
+    """The directory `path` as root:gid, mode 2770 (set-group-ID: what is created in it
+    belongs to the group), made with its parent (root's, 0755) where missing. The
+    grandparent must be a directory only root may change; no link is followed on the way,
+    and an existing directory that is not root's is refused."""
+    parent, name = os.path.split(path)
+    grand, parent_name = os.path.split(parent)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(grand, 0o755)
+    with open_dir_nofollow(grand) as gfd:
+        _mkdir_at(gfd, parent_name, 0o755)
+        pfd = _open_dir_at(gfd, parent_name, parent)
+        try:
+            _mkdir_at(pfd, name, 0o700)
+            fd = _open_dir_at(pfd, name, path)
+            try:
+                st = os.fstat(fd)
+                if st.st_uid != 0:
+                    raise UnsafePathError(f"{path} exists and is not root's (uid {st.st_uid})",
+                                          (f"remove it: rm -r {path}",))
+                leaf = Leaf(path, fd, st)
+                leaf.chown_group(gid)
+                leaf.chmod(0o2770)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(pfd)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from machina.config.patterns import join_path
 from machina.model import Machine
-from machina.plan.devices import SWTPM_RUN_DIR, Plan, TpmUse
+from machina.plan.devices import SWTPM_RUN_DIR, Plan, TpmUse, group_sockets, tcp_listeners
 from machina.qemu.argv import QEMU
 from machina.qemu.opts import Opt, keyval
 from machina.systemd.unit import (
@@ -52,6 +52,7 @@ class LeastPrivilege:
     inet: bool                      # listens on 127.0.0.1 (SPICE, guest agent)
     network: bool                   # has taps (in the host's network namespace)
     created: frozenset[str] = frozenset()  # writable paths prepare creates (the NVRAM)
+    group_sockets: bool = False     # SPICE/agent sockets the machine's group connects to
 
     @classmethod
     def of(cls, machine: Machine, plan: Plan) -> LeastPrivilege:
@@ -65,13 +66,12 @@ class LeastPrivilege:
         for f in plan.files:
             if f.path.startswith("/dev/"):
                 devices.append((f.path, "rw" if f.writable else "r"))
-        a = machine.attrs
         # the NVRAM may not exist when systemd sets up the namespace of `prepare`, which
         # creates it: "-" keeps that from failing; QEMU's own namespace has it
         created = frozenset({plan.nvram.path} if plan.nvram else ())
         return cls(machine.qemu_user, machine.group_name, writable, tuple(dict.fromkeys(devices)),
-                   bool(plan.mdevs), a.spice_enabled or a.agent_enabled, bool(plan.taps),
-                   created)
+                   bool(plan.mdevs), bool(tcp_listeners(machine)), bool(plan.taps),
+                   created, group_sockets(machine))
 
 
 def possible_units(machine_name: str) -> tuple[str, ...]:
@@ -156,7 +156,7 @@ class _Device:
 
 def render_unit(machine_name: str, options: Sequence[Opt],
                 least: LeastPrivilege | None = None, shutdown_timeout: int = 0,
-                companions: Sequence[str] = ()) -> Unit:
+                companions: Sequence[str] = (), group_sockets: bool = False) -> Unit:
     """The unit; shutdown_timeout (s, ours) replaces the 85 s the guest gets to power off
     (systemd's own stop timeout stays 5 s longer)."""
     shutdown = shutdown_timeout or SHUTDOWN_TIMEOUT
@@ -176,8 +176,12 @@ def render_unit(machine_name: str, options: Sequence[Opt],
         ("Restart", Raw("on-failure")),
         ("RuntimeDirectory", Word(join_path("machina", machine_name))),
     ]
+    if group_sockets and least is None:
+        # QEMU runs as root: its sockets get g+rw in the 2770 root:GROUP directory
+        service.append(("UMask", Raw("0007")))
     if least is not None:
-        service += _hardening(least)
+        # group sockets: QEMU's sockets get g+rw (connect(2) needs write permission)
+        service += _hardening(least, umask="0007" if least.group_sockets else "0077")
     # companions (the swtpm unit) start first, and stopping one stops QEMU (BindsTo=);
     # they stop when QEMU does (StopWhenUnneeded= there)
     bound: list[tuple[str, Value]] = [(k, Raw(c)) for c in companions
@@ -201,7 +205,8 @@ def render_unit(machine_name: str, options: Sequence[Opt],
 def render_machine_unit(machine: Machine, plan: Plan) -> Unit:
     least = LeastPrivilege.of(machine, plan) if machine.least else None
     return render_unit(machine.name, plan.options(), least,
-                       machine.attrs.shutdown_timeout, machine_units(machine)[1:])
+                       machine.attrs.shutdown_timeout, machine_units(machine)[1:],
+                       group_sockets(machine))
 
 
 SWTPM = "swtpm"
