@@ -73,6 +73,11 @@ def dirty_host(root: Path, *, bridge: str = "br-none-x") -> Path:
         # volume: a pool pattern without the machine's name: one writable file, two writers
         "vol-a": {"id": mid(14), "attrs": MEM, "volumes": [{"name": "d", "storage": "shared"}]},
         "vol-b": {"id": mid(15), "attrs": MEM, "volumes": [{"name": "d", "storage": "shared"}]},
+        # socket: one QMP socket path for two QEMUs
+        "qmp-a": {"id": mid(18), "attrs": {**MEM, "qmp": {
+            "enabled": True, "sockets": {"paths": ["/run/qmp/shared.sock"]}}}},
+        "qmp-b": {"id": mid(19), "attrs": {**MEM, "qmp": {
+            "enabled": True, "sockets": {"paths": ["/run/qmp/shared.sock"]}}}},
         # build: no RAM
         "no-ram": {"id": mid(16)},
         # host facts: a pool whose directory is missing
@@ -90,6 +95,7 @@ COLLISIONS = {
     "tap": ({"t.x", "t"}, "t.x.y"),
     "unit": ({"unit-a", "unit-b"}, "machina-unit-same.service"),
     "mdev-uuid": ({"gpu-a", "gpu-b"}, mid(99)),
+    "socket": ({"qmp-a", "qmp-b"}, "/run/qmp/shared.sock"),
 }
 
 
@@ -122,7 +128,7 @@ def _by_kind(doc: Any) -> dict[str, list[Any]]:
 def test_check_offline_finds_each_kind_of_collision(machina: Machina, tmp_path: Path) -> None:
     config = dirty_host(tmp_path)
     doc = run_check(machina, "--offline", config=config)
-    assert doc["offline"] is True and doc["machines"] == 18
+    assert doc["offline"] is True and doc["machines"] == 20
     kinds = _by_kind(doc)
     for kind, (machines, value) in COLLISIONS.items():
         (problem,) = kinds[kind]
@@ -144,7 +150,7 @@ def test_check_offline_finds_each_kind_of_collision(machina: Machina, tmp_path: 
     assert text.returncode == 1, describe(text)
     lines = text.stdout.splitlines()
     assert lines[0].split() == ["KIND", "MACHINES", "PROBLEM"]
-    assert lines[-1] == f"18 machines checked: {len(doc['problems'])} problems"
+    assert lines[-1] == f"20 machines checked: {len(doc['problems'])} problems"
     for p in doc["problems"]:
         assert any(line.startswith(p["kind"] + " ") and p["message"] in line
                    for line in lines), p
