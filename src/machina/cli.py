@@ -42,7 +42,7 @@ def _blocks(items: Sequence[tuple[str, str]]) -> str:
 #: they run. The pipeline makes no reference cycles (the memory is the same without it:
 #: bench/bench_generate.py), and every full collection walks every object alive, all
 #: machines built so far: 30 % of `generate --preview` of 5,000 machines.
-BATCH_COMMANDS = frozenset({"args", "cat", "generate", "list"})
+BATCH_COMMANDS = frozenset({"args", "cat", "generate", "list", "check"})
 
 
 def _texts(cfg: Configs, machines: Sequence[str],
