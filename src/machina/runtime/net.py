@@ -1,33 +1,29 @@
-"""Taps on bridges over netlink (pyroute2): connect, disconnect (commands.md §12)."""
+"""Taps on bridges over netlink (runtime/netlink.py): connect, disconnect (commands.md §12)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from machina.errors import HostError
+from machina.runtime.netlink import Netlink, link_index, tap_add
 
 
-def _ipr() -> Any:
+def _ipr() -> Netlink:
     try:
-        from pyroute2 import IPRoute
-    except ImportError as exc:  # pragma: no cover - bundled
-        raise HostError("not supported on systems without netlink (pyroute2 missing)") from exc
-    return IPRoute()
+        return Netlink()
+    except OSError as exc:
+        raise HostError(f"not supported on systems without netlink ({exc})") from exc
 
 
-def _index(ipr: Any, name: str) -> int | None:
-    found = ipr.link_lookup(ifname=name)
-    return int(found[0]) if found else None
+def _index(ipr: Netlink, name: str) -> int | None:
+    return link_index(name)
 
 
-def _kind(ipr: Any, index: int) -> str | None:
-    link = ipr.get_links(index)[0]
-    info = link.get_attr("IFLA_LINKINFO")
-    return None if info is None else info.get_attr("IFLA_INFO_KIND")
+def _kind(ipr: Netlink, index: int) -> str | None:
+    return ipr.link(index).kind
 
 
-def _bridge(ipr: Any, bridge: str) -> int:
+def _bridge(ipr: Netlink, bridge: str) -> int:
     """The index of the bridge named `bridge`, which must exist and be a bridge."""
     index = _index(ipr, bridge)
     if index is None:
@@ -61,11 +57,11 @@ def link_connect(link: str, bridge: str) -> None:
         _check_tap(ipr, index, link)
         bridge_index = _bridge(ipr, bridge)
         try:
-            ipr.link("set", index=index, state="up")
+            ipr.set(index, up=True)
         except Exception as exc:
             raise HostError(f"failed to turn the link up: {exc}") from exc
         try:
-            ipr.link("set", index=index, master=bridge_index)
+            ipr.set(index, master=bridge_index)
         except Exception as exc:
             raise HostError(f"failed to add the link to the bridge: {exc}") from exc
 
@@ -78,11 +74,11 @@ def link_disconnect(link: str) -> None:
             raise HostError(f"link not found: {link}")
         _check_tap(ipr, index, link)
         try:
-            ipr.link("set", index=index, master=0)
+            ipr.set(index, master=0)
         except Exception as exc:
             raise HostError(f"failed to remove the link from the bridge: {exc}") from exc
         try:
-            ipr.link("set", index=index, state="down")
+            ipr.set(index, up=False)
         except Exception as exc:
             raise HostError(f"failed to turn the link down: {exc}") from exc
 
@@ -93,18 +89,15 @@ def tap_alias(machine: str) -> str:
     return f"machina:{machine}"
 
 
-def _tap_owner(ipr: Any, index: int) -> tuple[str | None, int | None]:
+def _tap_owner(ipr: Netlink, index: int) -> tuple[str | None, int | None]:
     """(alias, tun group) of a tun/tap link, or (None, None) for any other kind."""
-    link = ipr.get_links(index)[0]
-    info = link.get_attr("IFLA_LINKINFO")
-    if info is None or info.get_attr("IFLA_INFO_KIND") != "tun":
+    link = ipr.link(index)
+    if link.kind != "tun":
         return None, None
-    data = info.get_attr("IFLA_INFO_DATA")
-    group = None if data is None else data.get_attr("IFLA_TUN_GROUP")
-    return link.get_attr("IFLA_IFALIAS") or "", group
+    return link.alias, link.tun_group
 
 
-def _check_tap(ipr: Any, index: int, link: str) -> None:
+def _check_tap(ipr: Netlink, index: int, link: str) -> None:
     """Connect and disconnect act on taps only: never on a host interface whose name a
     machine's connection happens to give (`eth0` + `10` is `eth0.10`)."""
     if _tap_owner(ipr, index) == (None, None):
@@ -112,7 +105,7 @@ def _check_tap(ipr: Any, index: int, link: str) -> None:
                         "disconnects only the taps of its machines")
 
 
-def _ours(ipr: Any, index: int, machine: str, gid: int) -> bool:
+def _ours(ipr: Netlink, index: int, machine: str, gid: int) -> bool:
     alias, group = _tap_owner(ipr, index)
     return alias == tap_alias(machine) and group == gid
 
@@ -134,17 +127,17 @@ def tap_create(link: str, bridge: str, gid: int, machine: str) -> None:
         if old is not None:
             if not _ours(ipr, old, machine, gid):
                 raise _not_ours(link, machine)
-            ipr.link("del", index=old)
+            ipr.delete(old)
         try:
-            ipr.link("add", ifname=link, kind="tuntap", mode="tap", gid=gid)
+            tap_add(link, gid)
         except Exception as exc:
             raise HostError(f"failed to create the tap {link}: {exc}") from exc
         index = _index(ipr, link)
         if index is None:
             raise HostError(f"the tap {link} did not appear after it was created")
         try:
-            ipr.link("set", index=index, ifalias=tap_alias(machine))
-            ipr.link("set", index=index, master=bridge_index, state="up")
+            ipr.set(index, alias=tap_alias(machine))
+            ipr.set(index, master=bridge_index, up=True)
         except Exception as exc:
             raise HostError(f"failed to add the tap {link} to the bridge {bridge}: "
                             f"{exc}") from exc
@@ -160,7 +153,7 @@ def tap_remove(link: str, gid: int, machine: str) -> bool:
         if not _ours(ipr, index, machine, gid):
             raise _not_ours(link, machine)
         try:
-            ipr.link("del", index=index)
+            ipr.delete(index)
         except Exception as exc:
             raise HostError(f"failed to remove the tap {link}: {exc}") from exc
         return True
