@@ -143,8 +143,10 @@
     }
 
     class Conflict extends Error {
-        constructor(path, onDisk) {
-            super(`${path} was changed on disk since it was loaded: your changes were not saved`);
+        constructor(path, onDisk, created) {
+            super(created
+                ? `${path} already exists: nothing was written (edit that machine instead)`
+                : `${path} was changed on disk since it was loaded: your changes were not saved`);
             this.path = path;
             this.onDisk = onDisk;
         }
@@ -156,7 +158,7 @@
     async function writeConfig(path, text, expectedTag) {
         const current = await readFile(path);
         if (current.tag !== expectedTag)
-            throw new Conflict(path, current.content);
+            throw new Conflict(path, current.content, expectedTag === "-");
         if (current.content !== null) {
             const bak = cockpit.file(path + ".bak", { superuser: "require" });
             try {
@@ -172,7 +174,7 @@
             });
         } catch (ex) {
             if (ex.problem === "change-conflict")
-                throw new Conflict(path, (await readFile(path)).content);
+                throw new Conflict(path, (await readFile(path)).content, expectedTag === "-");
             throw ex;
         } finally {
             file.close();

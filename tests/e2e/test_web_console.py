@@ -70,7 +70,9 @@ class Site:
     def shot(self, page: Any, name: str) -> None:
         frame = page.frame("cockpit1:localhost/machina")
         if frame is not None:
-            frame.evaluate("() => window.scrollTo(0, 0)")
+            frame.evaluate("() => { window.scrollTo(0, 0); "
+                           "document.querySelectorAll('main, .pf-c-page__main')"
+                           ".forEach(el => { el.scrollTop = 0 }) }")
         page.wait_for_timeout(300)  # let fonts and the last redraw settle
         console.screenshot(self.browser, page, name, self.tmp)
 
@@ -283,6 +285,7 @@ HOSTILE_NAMES = ["../evil", "a;touch /tmp/pwned", "$(touch /tmp/pwned)", "x'\"y"
 
 def test_hostile_input_through_the_page(site: Site) -> None:
     e = expect()
+    site.ensure_web1()
     site.c.run(["touch", "/run/hostile-marker"], check=True)
     page, f = site.open("/create")
     f.locator("[data-tag='tiny']").check()
@@ -290,6 +293,14 @@ def test_hostile_input_through_the_page(site: Site) -> None:
         f.locator("#name").fill(name)
         e(f.locator("[data-path='/name']")).to_contain_text("invalid machine name")
         e(f.locator("#apply")).to_be_disabled()
+    # an existing machine's name: nothing is overwritten
+    before = site.file(f"{CONF}/web1.conf.json")
+    f.locator("#name").fill("web1")
+    f.locator("[data-var='seat']").fill("7")
+    e(f.locator("#save")).to_be_enabled()
+    f.locator("#save").click()
+    e(f.locator("#conflict")).to_contain_text("already exists")
+    assert site.file(f"{CONF}/web1.conf.json") == before
     # names in the page's address: refused before anything runs or is read
     for name in ("../../etc/passwd", "a;b", "x\ny"):
         for where in ("machine", "edit"):
@@ -436,6 +447,7 @@ def test_dark_theme_follows_cockpit(site: Site) -> None:
     page.evaluate("() => localStorage.setItem('shell:style', 'dark')")
     page, f = site.open("")
     expect()(f.locator("html")).to_have_class(re.compile("pf-theme-dark"))
+    f.locator("#machines table, #machines .pf-c-empty-state").wait_for()
     site.shot(page, "machines-dark")
     page.evaluate("() => localStorage.setItem('shell:style', 'light')")
 
