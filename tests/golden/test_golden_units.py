@@ -224,3 +224,25 @@ def _verify_preview(preview: Path, verify_sandbox: list[str],
                             timeout=VERIFY_TIMEOUT, check=False)
     assert (verify.returncode, verify.stderr.decode()) == (0, ""), text
     return paths, env
+
+
+WINDOWS11 = Path(__file__).resolve().parents[2] / "examples" / "windows11"
+
+
+def test_windows11_example_units_verify(machina_cmd: list[str], machina_env: dict[str, str],
+                                        verify_sandbox: list[str], tmp_path: Path) -> None:
+    """examples/windows11 (the README's Windows 11 section): args and cat work, and both
+    units of `generate --preview win11` (QEMU's and swtpm's) pass verify."""
+    def run(*args: str) -> str:
+        res = subprocess.run([*machina_cmd, "--config-dir", str(WINDOWS11), *args],
+                             env=machina_env, capture_output=True, text=True, check=False)
+        assert (res.returncode, res.stderr) == (0, ""), res.stderr
+        return res.stdout
+
+    assert "smm=on" in run("args", "win11") and "tpm-crb" in run("args", "win11")
+    assert "Secure Boot: Enabled" in run("cat", "win11")
+    preview = tmp_path / "win11.generate-preview"
+    preview.write_text(run("generate", "--preview", "win11"), encoding="utf-8")
+    paths, _ = _verify_preview(preview, verify_sandbox, tmp_path)
+    assert sorted(p.name for p in paths) == ["machina-swtpm@win11.service",
+                                              "machina-win11.service"]
