@@ -16,7 +16,7 @@ from machina.config.load import check_machine_name
 from machina.core import Configs
 from machina.errors import Failure, MachinaError
 from machina.runtime import proc, systemctl
-from machina.runtime.units import SYSTEM_UNIT_DIR
+from machina.runtime.units import SYSTEM_UNIT_DIR, delete_unit
 from machina.systemd.render import machine_units, possible_units
 
 #: systemd's states of a unit that is running or about to (remove needs --stop).
@@ -95,15 +95,9 @@ def remove(cfg: Configs, names: Sequence[str], *, stop: bool,
         files = [u for u in all_units if os.path.lexists(os.path.join(directory, u))]
     deleted: set[str] = set()
     for u in files:
-        path = os.path.join(directory, u)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise Failure(f"cannot delete {path}: {exc.strerror or exc}") from exc
-        deleted.add(u)
-        lines.append(f"deleted {path}")
+        if delete_unit(directory, u):
+            deleted.add(u)
+            lines.append(f"deleted {os.path.join(directory, u)}")
     if unit_dir is None:
         proc.run(["systemctl", "daemon-reload"])
         with contextlib.suppress(MachinaError):

@@ -48,6 +48,19 @@ def read_installed(unit: str, unit_dir: str | None) -> str | None:
         raise Failure(f"cannot read the installed unit {path}: {exc.strerror or exc}") from exc
 
 
+def delete_unit(directory: str, unit: str) -> bool:
+    """Delete a unit file (the directory entry: a link is not followed); False when
+    there was none."""
+    path = os.path.join(directory, unit)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise Failure(f"failed to remove {path}: {exc.strerror or exc}") from exc
+    return True
+
+
 def write_units(units: Sequence[tuple[str, str]], unit_dir: str | None, *,
                 reload: bool, stale: Sequence[str] = ()) -> None:
     """Write every unit, given as (file name, text): all were rendered before, so nothing
@@ -67,12 +80,6 @@ def write_units(units: Sequence[tuple[str, str]], unit_dir: str | None, *,
         except OSError as exc:
             raise Failure(f"failed to write {path}: {exc.strerror or exc}") from exc
     for machine in stale:
-        path = os.path.join(target, swtpm_unit_name(machine))
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise Failure(f"failed to remove {path}: {exc.strerror or exc}") from exc
+        delete_unit(target, swtpm_unit_name(machine))
     if reload:
         proc.run(["systemctl", "daemon-reload"])
