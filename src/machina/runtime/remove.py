@@ -31,7 +31,7 @@ class Target:
     units: tuple[str, ...]
     kept: tuple[str, ...]       # volumes, NVRAM, TPM state: never touched
     config: str
-    note: str = ""              # why the companions are unknown, when they are
+    note: str = ""              # what else stays (its group), or why its files are unknown
 
 
 def state_paths(cfg: Configs, name: str) -> tuple[tuple[str, ...], tuple[str, ...], str]:
@@ -48,7 +48,10 @@ def state_paths(cfg: Configs, name: str) -> tuple[tuple[str, ...], tuple[str, ..
     if b.plan.tpm is not None:
         writable.append(b.plan.tpm.data_dir)
     units = (*machine_units(b.machine), *possible_units(name))
-    return tuple(dict.fromkeys(units)), tuple(dict.fromkeys(writable)), ""
+    m = b.machine
+    note = (f"its group {m.group_name} (GID {m.group_id}) is kept: its files still belong "
+            f"to it (groupdel {m.group_name} once they do not)" if m.least else "")
+    return tuple(dict.fromkeys(units)), tuple(dict.fromkeys(writable)), note
 
 
 def targets(cfg: Configs, names: Sequence[str]) -> list[Target]:
