@@ -62,7 +62,7 @@ def test_options_and_units(tmp_path: Path) -> None:
     assert names == ["machina-vm.service", "machina-swtpm@vm.service"]
     qemu, swtpm = (u.render() for _, u in render_machine_units(m, plan))
     assert "BindsTo=machina-swtpm@vm.service\nAfter=machina-swtpm@vm.service\n" in qemu
-    assert "ExecStartPre=+machina prepare --tpm vm\n" in swtpm  # outside the sandbox
+    assert "ExecStartPre=+machina prepare --tpm vm\n" in swtpm
     assert ("ExecStart=swtpm socket --tpm2 --tpmstate dir=/var/lib/machina/tpm/vm/state,"
             "mode=0600 --ctrl type=unixio,path=/run/machina-swtpm/vm/control.socket,"
             "mode=0660 --log level=1\n") in swtpm

@@ -62,11 +62,13 @@ def plan_tpm(b: Built) -> list[HostAction]:
             + (f", for the group {m.group_name}" if m.least else ""),
             partial(tpm.manufacture, m, use)))
     elif m.least:
-        paths = tpm.group_problems(m, use)
+        uid = tpm.swtpm_uid(m)
+        paths = tpm.handover_paths(m, use, uid)
         if paths:
+            owner = "" if uid is None else f"swtpm's user {uid} and "
             actions.append(HostAction(
-                f"give {', '.join(paths)} to the group {m.group_name} ({m.group_id}): "
-                "chgrp, group read/write (contents untouched)",
+                f"give {', '.join(paths)} to {owner}the group {m.group_name} ({m.group_id})"
+                ": chown/chgrp, group read/write (contents untouched)",
                 partial(tpm.hand_over, m, use)))
     return actions
 

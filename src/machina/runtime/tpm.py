@@ -28,7 +28,7 @@ from enum import StrEnum
 
 from machina.errors import HostError
 from machina.model import Machine
-from machina.plan.devices import TpmUse
+from machina.plan.devices import SWTPM_RUN_DIR, TpmUse
 from machina.runtime import proc
 
 STATE = "state"
@@ -196,20 +196,43 @@ def manufacture(machine: Machine, tpm: TpmUse) -> None:
 
 # --- least privilege --------------------------------------------------------------------
 
-def _needs(st: os.stat_result, gid: int, want: int) -> bool:
-    return not (st.st_gid == gid and (st.st_mode >> 3) & want == want)
+def swtpm_uid(machine: Machine) -> int | None:
+    """The uid systemd gave the swtpm unit's dynamic user, read from the owner of the
+    unit's runtime directory (systemd makes it before ExecStartPre= runs); None when
+    the unit is not starting (a `machina prepare` by hand)."""
+    try:
+        st = os.lstat(os.path.join(SWTPM_RUN_DIR, machine.name))
+    except OSError:
+        return None
+    return st.st_uid if stat.S_ISDIR(st.st_mode) and st.st_uid != 0 else None
 
 
-def group_problems(machine: Machine, tpm: TpmUse) -> list[str]:
-    """What `hand_over` would change so that swtpm (in the machine's group) can use an
-    existing state: paths; refuses objects another group has access to."""
+def _state_objects(tpm: TpmUse) -> list[tuple[str, int, bool]]:
+    """The data directory (searched), the state directory (written) and its files (read
+    and written): the group permission bits swtpm needs on each, and whether swtpm must
+    own it (it chmods its state files whenever it loads them)."""
+    objects = [(tpm.data_dir, 0o1, False), (tpm.state_dir, 0o7, True)]
+    for entry in sorted(os.listdir(tpm.state_dir)):
+        path = os.path.join(tpm.state_dir, entry)
+        st = os.stat(path, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode):
+            raise _foreign(path, "is not a regular file")
+        objects.append((path, 0o6, True))
+    return objects
+
+
+def handover_paths(machine: Machine, tpm: TpmUse, uid: int | None) -> list[str]:
+    """What `hand_over` would change so that swtpm (user uid, in the machine's group) can
+    use an existing state; refuses objects another group has access to."""
     out: list[str] = []
     gid = machine.group_id
-    for path, want in _state_objects(tpm):
+    for path, want, owned in _state_objects(tpm):
         st = os.stat(path, follow_symlinks=False)
-        if not _needs(st, gid, want):
+        group_ok = st.st_gid == gid and (st.st_mode >> 3) & want == want
+        owner_ok = not owned or uid is None or st.st_uid == uid
+        if group_ok and owner_ok:
             continue
-        if st.st_gid != 0 and (st.st_mode >> 3) & 0o7:
+        if st.st_gid not in (0, gid) and (st.st_mode >> 3) & 0o7:
             raise HostError(f"{path} belongs to the group {st.st_gid}, not to the machine's "
                             f"group {machine.group_name} ({gid})",
                             (f"give it to the machine's group: chgrp {gid} {path}",))
@@ -217,30 +240,20 @@ def group_problems(machine: Machine, tpm: TpmUse) -> list[str]:
     return out
 
 
-def _state_objects(tpm: TpmUse) -> list[tuple[str, int]]:
-    """The data directory (searched), the state directory (written) and its files (read
-    and written), with the group permission bits swtpm needs on each."""
-    objects = [(tpm.data_dir, 0o1), (tpm.state_dir, 0o7)]
-    for entry in sorted(os.listdir(tpm.state_dir)):
-        path = os.path.join(tpm.state_dir, entry)
-        st = os.stat(path, follow_symlinks=False)
-        if stat.S_ISREG(st.st_mode):
-            objects.append((path, 0o6))
-        else:
-            raise _foreign(path, "is not a regular file")
-    return objects
-
-
 def hand_over(machine: Machine, tpm: TpmUse) -> None:
-    """Give the state's directories and files to the machine's group (contents untouched)."""
+    """Give the state's directories and files to the machine's group, and the state to
+    swtpm's dynamic user when its unit is starting (owner and mode only: contents, inode
+    and modification time stay)."""
     check_state(tpm)
-    for path in group_problems(machine, tpm):
+    uid = swtpm_uid(machine)
+    for path in handover_paths(machine, tpm, uid):
         directory = path in (tpm.data_dir, tpm.state_dir)
         fd = os.open(path, (_DIR_FLAGS if directory else os.O_RDONLY | os.O_NOFOLLOW
                             | os.O_CLOEXEC))
         try:
             st = os.fstat(fd)
-            os.fchown(fd, -1, machine.group_id)
+            owner = uid if uid is not None and path != tpm.data_dir else -1
+            os.fchown(fd, owner, machine.group_id)
             if path == tpm.data_dir:
                 mode = stat.S_IMODE(st.st_mode) | 0o010
             elif directory:

@@ -92,12 +92,17 @@ def machine_units(machine: Machine) -> tuple[str, ...]:
 
 
 def _hardening(least: LeastPrivilege, supplementary: Sequence[str] = ("kvm",),
-               umask: str = "0077") -> list[tuple[str, Value]]:
+               umask: str = "0077", primary_group: bool = False) -> list[tuple[str, Value]]:
+    """systemd's sandbox for an unprivileged process in the machine's group: a
+    supplementary group (QEMU), or the primary one (primary_group: swtpm, whose socket
+    and state files then belong to the group without a chown, which @privileged forbids)."""
+    groups = [*(() if primary_group else (least.group,)), *supplementary]
     out: list[tuple[str, Value]] = [
         ("DynamicUser", Raw("yes")),
         ("User", Raw(least.user)),
         # the group must exist before the unit starts: `machina generate` creates it
-        ("SupplementaryGroups", Raw(" ".join((least.group, *supplementary)))),
+        *((("Group", Raw(least.group)),) if primary_group else ()),
+        *((("SupplementaryGroups", Raw(" ".join(groups))),) if groups else ()),
         ("UMask", Raw(umask)),
         ("NoNewPrivileges", Raw("yes")),
         ("CapabilityBoundingSet", Raw("")),
@@ -221,32 +226,32 @@ def render_swtpm_unit(machine: Machine, tpm: TpmUse) -> Unit:
     machine's group, which alone can reach the state and the control socket."""
     name = machine.name
     least = machine.least
-    # prepare makes the state outside the sandbox: under ProtectSystem=strict it could not
-    # create the state directory (measured in nspawn: the root-mode unit never started)
-    own = "+"
-    gid = machine.group_id if least else None
-    ctrl = keyval(("type", "unixio"), ("path", tpm.socket), ("mode", "0660"), ("gid", gid))
+    ctrl = keyval(("type", "unixio"), ("path", tpm.socket), ("mode", "0660"))
     state = keyval(("dir", tpm.state_dir), ("mode", "0660" if least else "0600"))
     swtpm = Command.of(SWTPM, "socket", "--tpm2", "--tpmstate", state, "--ctrl", ctrl,
                        "--log", "level=1")
     service: list[tuple[str, Value]] = [
         ("Type", Raw("simple")),
-        ("ExecStartPre", Command.of(PROGRAM, "prepare", "--tpm", name, prefix=own)),
+        # "+": outside the sandbox below, whose read-write paths prepare may yet create
+        ("ExecStartPre", Command.of(PROGRAM, "prepare", "--tpm", name, prefix="+")),
         ("ExecStart", swtpm),
         ("RuntimeDirectory", Word(join_path("machina-swtpm", name))),
     ]
     writable = [tpm.state_dir]
     if os.path.dirname(tpm.socket) != join_path(SWTPM_RUN_DIR, name):
         writable.append(os.path.dirname(tpm.socket))
+    # prepare creates them (the state on the first start): "-", so systemd does not fail
+    # while they are missing; swtpm's own namespace, set up after prepare, has them
+    created = frozenset(writable)
     if least:
         service += _hardening(LeastPrivilege(
             user=machine.swtpm_user, group=machine.group_name, writable=tuple(writable),
-            devices=(), vfio=False, inet=False, network=False,
-            created=frozenset({tpm.state_dir})), supplementary=(), umask="0007")
+            devices=(), vfio=False, inet=False, network=False, created=created),
+            supplementary=(), umask="0007", primary_group=True)
     else:
         service += [
             ("ProtectSystem", Raw("strict")),
-            ("ReadWritePaths", PathList(tuple(writable), frozenset({tpm.state_dir}))),
+            ("ReadWritePaths", PathList(tuple(writable), created)),
             ("ProtectHome", Raw("yes")),
             ("PrivateTmp", Raw("yes")),
             ("PrivateNetwork", Raw("yes")),

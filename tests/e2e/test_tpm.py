@@ -1,0 +1,199 @@
+"""A machine with a software TPM under a real systemd (systemd-nspawn), with the real
+swtpm, swtpm_setup and QEMU, and machina's own units.
+
+Observed, not assumed: `generate` writes the QEMU unit and `machina-swtpm@vm.service`;
+`enable`/`disable` act on both; starting the VM starts swtpm first (its start timestamp
+precedes QEMU's), QMP `query-tpm` shows a `tpm-crb` on an `emulator` backend, `list`
+shows the swtpm unit under its machine; stopping the VM stops swtpm, and stopping swtpm
+stops the VM (BindsTo=). The TPM state is manufactured once: across `prepare` runs its
+files keep their inode and mtime, and after a restart the TPM has the same endorsement
+key (its public area read from a copy of the state by tests/e2e/tpm_ek.py). In
+least-privilege mode swtpm and QEMU run with non-zero uids, no effective capabilities,
+in the machine's group, and both units rate ≤ 1.6 in `systemd-analyze security`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from nspawn import DEFAULT_MASK, Bind, Container, booted_systemd
+
+pytestmark = [pytest.mark.nspawn, pytest.mark.qemu, pytest.mark.kvm]
+
+E2E = Path(__file__).resolve().parent
+VM_ID = "3c2b1a09-8f7e-4d6c-9b5a-4e3d2c1b0a98"
+QEMU_UNIT = "machina-vm.service"
+TPM_UNIT = "machina-swtpm@vm.service"
+GUEST = "/usr/local/lib/machina/guest.elf"
+STATE = "/var/lib/machina/tpm/vm/state"
+
+
+def host_config(least: bool) -> dict[str, object]:
+    config: dict[str, object] = {
+        "qemu": {"cpu": "qemu64"},
+        "storage": {"tpm-state": {"path": "/var/lib/machina/tpm",
+                                  "pattern": "${machine-name}", "type": "tpm-data"}},
+    }
+    if least:
+        config["privileges"] = {"mode": "least"}
+    return config
+
+
+MACHINE = {
+    "id": VM_ID,
+    "attrs": {"memory": {"ram": 64}, "qmp": {"enabled": True},
+              "boot": {"bios": "/usr/share/qemu/qboot.rom", "kernel": GUEST},
+              "tpm": {"enabled": True, "data": {"name": "tpm", "storage": "tpm-state"}}},
+}
+
+
+@dataclass
+class TpmHost:
+    c: Container
+    least: bool
+
+    def sh(self, script: str) -> str:
+        return self.c.run(["sh", "-ec", script], check=True).stdout
+
+    def machina(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        res = self.c.run(["machina", *args])
+        assert res.returncode == 0 or not check, (
+            f"machina {' '.join(args)}: exit {res.returncode}\n{res.stdout}{res.stderr}"
+            f"--- journal ---\n{self.c.journal(TPM_UNIT)}{self.c.journal(QEMU_UNIT)}")
+        return res
+
+    def qmp(self, *commands: dict[str, object]) -> list[dict[str, object]]:
+        out = self.c.run([self.c.python, str(E2E / "qmp_exec.py"),
+                          "/run/machina/vm/command.0.qmp.socket",
+                          *(json.dumps(cmd) for cmd in commands)], check=True).stdout
+        return [json.loads(line) for line in out.splitlines()]
+
+    def wait_qmp(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.machina("query", "cpu", "vm", check=False).stdout.startswith("----"):
+            assert time.monotonic() < deadline, (self.c.journal(QEMU_UNIT)
+                                                 + self.c.journal(TPM_UNIT))
+            time.sleep(0.1)
+
+    def ek(self) -> str:
+        return self.c.run([self.c.python, str(E2E / "tpm_ek.py"), STATE], check=True,
+                          timeout=60).stdout.strip()
+
+    def state_stat(self) -> str:
+        return self.sh(f"stat -c '%n %i %Y %s' {STATE}/tpm2-00.permall")
+
+    def monotonic(self, unit: str, prop: str) -> int:
+        return int(self.c.unit_properties(unit, prop)[prop])
+
+    def process(self, unit: str) -> str:
+        pid = self.c.unit_properties(unit, "MainPID")["MainPID"]
+        assert pid != "0", self.c.journal(unit)
+        return self.sh(f"cat /proc/{pid}/status")
+
+
+@pytest.fixture(params=[False, True], ids=["root", "least"])
+def tpm_host(request: pytest.FixtureRequest, tmp_path: Path,
+             tiny_guest_elf: Path) -> Iterator[TpmHost]:
+    if shutil.which("swtpm") is None or shutil.which("swtpm_setup") is None:
+        pytest.fail("needs swtpm and swtpm_setup (apt-get install swtpm swtpm-tools)")
+    with booted_systemd(tmp_path, binds=[Bind(tiny_guest_elf.parent)],
+                        mask=DEFAULT_MASK) as c:
+        c.install_machina()
+        h = TpmHost(c, request.param)
+        h.sh(f"""
+            install -D -m 0644 {tiny_guest_elf} {GUEST}
+            mkdir -p /var/lib/machina/tpm
+            getent group kvm >/dev/null || groupadd -g "$(stat -c %g /dev/kvm)" kvm
+        """)
+        c.write_file("/etc/machina/machina.conf.json", json.dumps(host_config(h.least)))
+        c.write_file("/etc/machina/machine.conf.d/vm.conf.json", json.dumps(MACHINE))
+        yield h
+
+
+def _exposure(text: str) -> float:
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", text)
+    assert m, text
+    return float(m.group(1))
+
+
+def _unprivileged(status: str, gid: int) -> None:
+    uid = int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
+    groups = re.search(r"^Groups:\s*(.*)$", status, re.M).group(1).split()  # type: ignore[union-attr]
+    assert uid != 0, status
+    assert re.search(r"^CapEff:\s+0000000000000000$", status, re.M), status
+    assert str(gid) in groups, status
+
+
+def test_swtpm_unit_pairs_with_the_vm_and_keeps_its_tpm(tpm_host: TpmHost) -> None:
+    h, c = tpm_host, tpm_host.c
+    h.machina("generate", "vm")
+    for unit in (QEMU_UNIT, TPM_UNIT):
+        assert c.run(["test", "-f", f"/etc/systemd/system/{unit}"]).returncode == 0
+    h.machina("enable", "vm")
+    assert c.systemctl("is-enabled", QEMU_UNIT).stdout.strip() == "enabled"
+    assert c.systemctl("is-enabled", TPM_UNIT).stdout.strip() == "enabled"
+    assert c.run(["test", "-e", STATE]).returncode != 0  # nothing manufactured yet
+
+    h.machina("start", "vm")
+    h.wait_qmp()
+    assert c.unit_state(TPM_UNIT) == "active", c.journal(TPM_UNIT)
+    # swtpm was up before QEMU started
+    assert h.monotonic(TPM_UNIT, "ActiveEnterTimestampMonotonic") <= \
+        h.monotonic(QEMU_UNIT, "ExecMainStartTimestampMonotonic")
+    (tpm,) = h.qmp({"execute": "query-tpm"})
+    assert tpm["return"] == [{"model": "tpm-crb", "id": "tpm.0", "options": {
+        "type": "emulator", "data": {"chardev": "tpm.0.socket"}}}], tpm
+    listing = h.machina("list").stdout
+    assert re.search(r"^  └ swtpm\s+loaded\s+active/running.*\(machina-swtpm@vm\.service\)$",
+                     listing, re.M), listing
+
+    if h.least:
+        gid = int(re.search(r"File System Access Group: machina-vm:(\d+)",  # type: ignore[union-attr]
+                            h.machina("cat", "vm").stdout).group(1))
+        _unprivileged(h.process(TPM_UNIT), gid)
+        _unprivileged(h.process(QEMU_UNIT), gid)
+        assert "swtpm" in h.sh(f"cat /proc/{c.unit_properties(TPM_UNIT, 'MainPID')['MainPID']}"
+                               "/comm")
+        # the state and socket: the machine's group only
+        assert h.sh(f"stat -c '%g %a' {STATE}").split() == [str(gid), "2770"]
+        assert h.sh(f"stat -c '%g %a' {STATE}/tpm2-00.permall").split() == [str(gid), "660"]
+        assert h.sh("stat -c '%g %a' /run/machina-swtpm/vm/control.socket").split() == \
+            [str(gid), "660"]
+        for unit in (QEMU_UNIT, TPM_UNIT):
+            score = _exposure(c.run(["systemd-analyze", "security", unit]).stdout)
+            assert score <= 1.6, (unit, score)
+
+    # stopping the VM stops its TPM
+    h.machina("stop", "vm")
+    assert c.unit_state(QEMU_UNIT) == "inactive", c.journal(QEMU_UNIT)
+    c.wait_until(["systemctl", "is-active", TPM_UNIT], ("inactive",), 15)
+    first = h.state_stat()
+    ek = h.ek()
+    assert len(ek) > 500  # an RSA-2048 public area
+    # prepare never rewrites an existing state
+    h.machina("prepare", "vm")
+    h.machina("prepare", "--tpm", "vm")
+    assert h.state_stat() == first
+    assert "nothing to do" in h.machina("prepare", "--dry-run", "--tpm", "vm").stdout
+
+    # a restarted VM has the same TPM; stopping the TPM stops the VM (BindsTo=)
+    h.machina("start", "vm")
+    h.wait_qmp()
+    (tpm,) = h.qmp({"execute": "query-tpm"})
+    assert tpm["return"][0]["model"] == "tpm-crb", tpm
+    c.systemctl("stop", TPM_UNIT, check=True)
+    c.wait_until(["systemctl", "is-active", QEMU_UNIT], ("inactive",), 30)
+    assert "vm: SHUTDOWN" in c.journal(QEMU_UNIT).split("Starting machina-vm")[-1]
+    assert h.ek() == ek
+
+    h.machina("disable", "vm")
+    assert c.systemctl("is-enabled", QEMU_UNIT).stdout.strip() == "disabled"
+    assert c.systemctl("is-enabled", TPM_UNIT).stdout.strip() == "disabled"
