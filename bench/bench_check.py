@@ -9,8 +9,10 @@ of --runs runs after one warm-up):
     machina --config-dir DIR check --json               (+ bridges, pools, files)
     machina --config-dir DIR generate --preview <all>   (the baseline: builds and renders)
 
-and prints what check found. Derived MACs have 24 random bits, so a host of 5,000
-machines (~7,500 NICs) usually holds a MAC collision or two: the check should say so.
+and prints what check found. CPU time (user + system of the child) is printed beside the
+wall clock: on a shared, busy machine it is the steadier figure. Derived MACs have 24
+random bits, so a host of 5,000 machines (~7,500 NICs) usually holds a MAC collision or
+two: the check should say so.
 
     bench/bench_check.py [--machines 5000] [--runs 3] [--keep DIR]
 """
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -31,19 +35,24 @@ from _timing import SRC, base_env, print_table, python_info
 from bench_generate import write_config
 
 
-def timed(argv: list[str], runs: int) -> tuple[list[float], subprocess.CompletedProcess[bytes]]:
+def timed(argv: list[str], runs: int) -> tuple[list[float], list[float],
+                                               subprocess.CompletedProcess[bytes]]:
+    """Wall-clock and CPU (user + system) seconds of each timed run, and the first run."""
     env = base_env(PYTHONPATH=str(SRC))
     first = None
-    times = []
+    times, cpu = [], []
     for i in range(runs + 1):
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         p = subprocess.run(argv, env=env, capture_output=True, stdin=subprocess.DEVNULL,
                            check=False)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         if i:
             times.append(time.perf_counter() - t0)
+            cpu.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
         first = first or p
     assert first is not None
-    return times, first
+    return times, cpu, first
 
 
 def main() -> int:
@@ -64,13 +73,18 @@ def main() -> int:
                 ["generate", "--preview", *names])]
         rows, outputs = [], {}
         for label, op in ops:
-            times, proc = timed([*machina, *op], args.runs)
+            times, cpu, proc = timed([*machina, *op], args.runs)
             outputs[label] = proc
-            median = statistics.median(times)
+            median, cpu_median = statistics.median(times), statistics.median(cpu)
             rows.append([label, f"{median:.3f} s", f"{min(times):.3f} s",
-                         f"{median / len(names) * 1000:.2f}", str(proc.returncode)])
+                         f"{cpu_median:.3f} s", f"{cpu_median / len(names) * 1000:.2f}",
+                         str(proc.returncode)])
         print()
-        print_table(["command", "median", "min", "ms/machine", "exit"], rows)
+        print_table(["command", "wall (median)", "wall (min)", "CPU (median)",
+                     "CPU ms/machine", "exit"], rows)
+        load = os.getloadavg()[0]
+        print(f"load average {load:.1f} on {os.cpu_count()} CPUs: wall-clock figures grow "
+              "with it, CPU time much less")
         doc = json.loads(outputs["check --offline --json"].stdout)
         kinds = Counter(p["kind"] for p in doc["problems"])
         print(f"\ncheck --offline: {doc['machines']} machines, {len(doc['problems'])} problems "
