@@ -244,23 +244,27 @@ def cmd_generate(cfg: Configs, ns: argparse.Namespace) -> int:
     from machina.fleet import exposures
     from machina.plan.devices import group_sockets
 
+    # all or nothing (issue 7, item 9): every check first, then groups, then every unit
+    files = [u for _, texts in units for u in texts]
+    grouped = [b for b in built if b.machine.least or group_sockets(b.machine)]
+    groups = ([b.machine for b in grouped if access.group_missing(b.machine)]
+              if ns.unit_dir is None else [])
+    unitfiles.check_unit_dir([name for name, _ in files], ns.unit_dir)
     for b in built:
         for warning in exposures(b.machine):
             _print_warning(prog_name(), warning)
-        if b.machine.least or group_sockets(b.machine):
-            if ns.unit_dir is None:
-                access.ensure_group(b.machine)
-            else:
-                m = b.machine
-                _print_warning(prog_name(), Failure(
-                    f"{m.name} uses its group {m.group_name}; create it on the host "
-                    "that runs the unit before starting it",
-                    (f"groupadd -g {m.group_id} {m.group_name}",)))
+        if ns.unit_dir is not None and b in grouped:
+            m = b.machine
+            _print_warning(prog_name(), Failure(
+                f"{m.name} uses its group {m.group_name}; create it on the host "
+                "that runs the unit before starting it",
+                (f"groupadd -g {m.group_id} {m.group_name}",)))
         if b.machine.least:
             for problem in access.check_plan(b.machine, b.plan):
                 _print_warning(prog_name(), problem)
-    unitfiles.write_units([u for _, texts in units for u in texts], ns.unit_dir,
-                          reload=ns.unit_dir is None and not ns.no_reload,
+    for m in groups:
+        access.ensure_group(m)
+    unitfiles.write_units(files, ns.unit_dir, reload=ns.unit_dir is None and not ns.no_reload,
                           stale=[b.machine.name for b in built if b.plan.tpm is None])
     return 0
 

@@ -214,9 +214,16 @@ def ensure_group(machine: Machine) -> None:
 
     systemd resolves SupplementaryGroups= before it runs any step of the unit, so the
     group must exist before the unit starts; `generate` calls this."""
-    import grp
-
     from machina.runtime import proc
+
+    if group_missing(machine):
+        proc.run(["groupadd", "-g", str(machine.group_id), machine.group_name], capture=True)
+
+
+def group_missing(machine: Machine) -> bool:
+    """Whether the machine's group must be created; a name or GID taken otherwise is an
+    error. Changes nothing, so `generate` checks every machine before it creates any."""
+    import grp
 
     name, gid = machine.group_name, machine.group_id
     try:
@@ -228,7 +235,7 @@ def ensure_group(machine: Machine) -> None:
     except KeyError:
         by_name = None
     if by_gid is not None and by_gid.gr_name == name:
-        return
+        return False
     if by_gid is not None:
         raise HostError(f"GID {gid}, derived for machine {machine.name}, already belongs to "
                         f"the group {by_gid.gr_name}",
@@ -238,7 +245,7 @@ def ensure_group(machine: Machine) -> None:
         raise HostError(f"the group {name} exists with GID {by_name.gr_gid}, not the GID "
                         f"{gid} derived for machine {machine.name}",
                         (f"groupmod -g {gid} {name}  (then fix the files it owns)",))
-    proc.run(["groupadd", "-g", str(gid), name], capture=True)
+    return True
 
 
 def grant_device(machine: Machine, node: str) -> None:

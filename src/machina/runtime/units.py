@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Sequence
 
@@ -36,6 +37,78 @@ def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
         os.close(dfd)
 
 
+def _stage(path: str, text: str) -> str:
+    """A temporary file beside path holding text, flushed to disk: its name."""
+    fd, tmp = tempfile.mkstemp(prefix=".machina-", suffix=".tmp",
+                               dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fchmod(f.fileno(), 0o644)
+            os.fsync(f.fileno())
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise Failure(f"failed to write {path}: {exc.strerror or exc}",
+                      ("nothing was written",)) from exc
+    return tmp
+
+
+def _commit(staged: Sequence[tuple[str, str]], remove: Sequence[str]) -> None:
+    """Rename the staged files into place and remove `remove`; on a failure, undo what
+    was done (old texts are kept as hard links until the end)."""
+    done: list[tuple[str, str | None]] = []  # (unit path, backup of its old text or None)
+    try:
+        for tmp, path in [*staged, *((None, p) for p in remove)]:
+            old = path + ".machina-old"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(old)  # left by an interrupted run
+            backup: str | None = old
+            try:
+                os.link(path, old, follow_symlinks=False)
+            except FileNotFoundError:
+                backup = None
+                if tmp is None:
+                    continue  # nothing to remove
+            except OSError as exc:
+                raise Failure(f"cannot keep the old text of {path}: {exc.strerror or exc}",
+                              ("the units this run had written were put back as they "
+                               "were",)) from exc
+            done.append((path, backup))
+            try:
+                if tmp is None:
+                    os.unlink(path)
+                else:
+                    os.replace(tmp, path)
+            except OSError as exc:
+                raise Failure(f"failed to {'remove' if tmp is None else 'write'} {path}: "
+                              f"{exc.strerror or exc}",
+                              ("the units this run had written were put back as they "
+                               "were",)) from exc
+    except BaseException:
+        for path, backup in reversed(done):
+            with contextlib.suppress(OSError):
+                if backup is None:
+                    os.unlink(path)
+                else:
+                    os.replace(backup, path)
+        raise
+    finally:
+        for _, backup in done:
+            if backup is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(backup)
+
+
+def _fsync_dir(directory: str) -> None:
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
 def read_installed(unit: str, unit_dir: str | None) -> str | None:
     """The installed unit's text, None when there is none."""
     path = os.path.join(unit_dir or SYSTEM_UNIT_DIR, unit)
@@ -61,11 +134,10 @@ def delete_unit(directory: str, unit: str) -> bool:
     return True
 
 
-def write_units(units: Sequence[tuple[str, str]], unit_dir: str | None, *,
-                reload: bool, stale: Sequence[str] = ()) -> None:
-    """Write every unit, given as (file name, text): all were rendered before, so nothing
-    is written on a build error. The swtpm units of the `stale` machines (which no longer
-    have a TPM) are removed: no machine's own unit can have such a name."""
+def check_unit_dir(names: Sequence[str], unit_dir: str | None) -> str:
+    """The directory units go to, after checking that every unit can be written there: it
+    exists, is writable, and nothing other than a regular file has a unit's name. Called
+    before anything changes (groups, units), so one obstacle changes nothing."""
     target = unit_dir or SYSTEM_UNIT_DIR
     if not os.path.isdir(target):
         if unit_dir is None:
@@ -73,13 +145,44 @@ def write_units(units: Sequence[tuple[str, str]], unit_dir: str | None, *,
                           "in /etc/systemd/system",
                           ("use --unit-dir DIR to write the units somewhere else",))
         raise Failure(f"the unit directory {target} does not exist")
-    for name, text in units:
+    if not os.access(target, os.W_OK):
+        raise Failure(f"cannot write units in {target}: permission denied",
+                      ("run as root, or give --unit-dir a directory you can write",))
+    for name in names:
         path = os.path.join(target, name)
         try:
-            write_atomic(path, text)
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
         except OSError as exc:
-            raise Failure(f"failed to write {path}: {exc.strerror or exc}") from exc
-    for machine in stale:
-        delete_unit(target, swtpm_unit_name(machine))
+            raise Failure(f"cannot check {path}: {exc.strerror or exc}") from exc
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a symbolic link" if stat.S_ISLNK(st.st_mode) else
+                    "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file")
+            raise Failure(f"{path} is in the way: it is {kind}, not a unit file",
+                          ("nothing was written; remove or rename it, then generate again",))
+    return target
+
+
+def write_units(units: Sequence[tuple[str, str]], unit_dir: str | None, *,
+                reload: bool, stale: Sequence[str] = ()) -> None:
+    """Write every unit, given as (file name, text), all or nothing: every unit was
+    rendered and the directory checked before; each new text goes to a temporary file
+    first; only when all are on disk are they renamed into place, and if a rename fails,
+    the units this run replaced get their old text back and the new ones are removed.
+    The swtpm units of the `stale` machines (which no longer have a TPM) are removed: no
+    machine's own unit can have such a name."""
+    target = check_unit_dir([name for name, _ in units], unit_dir)
+    staged: list[tuple[str, str]] = []      # (temporary file, unit path)
+    try:
+        for name, text in units:
+            path = os.path.join(target, name)
+            staged.append((_stage(path, text), path))
+        _commit(staged, [os.path.join(target, swtpm_unit_name(m)) for m in stale])
+    finally:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    _fsync_dir(target)
     if reload:
         proc.run(["systemctl", "daemon-reload"])
