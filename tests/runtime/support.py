@@ -59,10 +59,16 @@ def describe(proc: subprocess.CompletedProcess[str]) -> str:
             f"--- stderr ---\n{proc.stderr}")
 
 
+#: `generate`'s warning about SPICE or the guest agent on 127.0.0.1 (issue 7, item 12),
+#: which every config in the reference's form gets: "quiet" allows it.
+EXPOSURE_WARNING = re.compile(r"machina: warning: machine \S+: (SPICE|guest agent) listens "
+                              r"on 127\.0\.0\.1[^\n]*\n(  hint: [^\n]*\n)*")
+
+
 def assert_ok(proc: subprocess.CompletedProcess[str], *, quiet_stderr: bool = True) -> None:
     assert proc.returncode == 0, describe(proc)
     if quiet_stderr:
-        assert proc.stderr == "", describe(proc)
+        assert EXPOSURE_WARNING.sub("", proc.stderr) == "", describe(proc)
 
 
 def assert_error(proc: subprocess.CompletedProcess[str], *fragments: str,

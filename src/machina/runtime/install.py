@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import sys
 import zipfile
 
 from machina.errors import Failure
+from machina.runtime.units import write_atomic
 
 COMPLETION = """\
 # bash completion for machina: bash runs machina itself to complete (also under sudo,
@@ -45,15 +44,11 @@ def install_program(root: str = "/") -> None:
     src = program_source()
     dest = os.path.join(bindir, prog)
     _say(f'COPY:    "{src}" → "{dest}"')
-    tmp = dest + ".new"
     try:
         if not (os.path.exists(dest) and os.path.samefile(src, dest)):
-            shutil.copyfile(src, tmp)
-            os.chmod(tmp, 0o755)
-            os.replace(tmp, dest)
+            with open(src, "rb") as f:
+                write_atomic(dest, f.read(), 0o755)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         _say(": FAILED\n")
         raise Failure(f"failed to install {dest}: {exc.strerror or exc}") from exc
     _say(": OK\n")
@@ -73,9 +68,7 @@ def install_program(root: str = "/") -> None:
         content = COMPLETION.format(program="/usr/bin/" + prog, name=prog)
         _say(f'CREATE:  "{path}"')
         try:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(content)
-            os.chmod(path, 0o644)  # readable by every user whatever the umask
+            write_atomic(path, content, 0o644)  # readable by every user whatever the umask
             _say(": OK\n")
         except OSError:
             _say(": FAILED\n")
@@ -128,11 +121,7 @@ def install_web_page(program: str, root: str = "/") -> None:
                     raise Failure(f"refusing the archive entry {info.filename!r}")
                 target = os.path.join(dest, *parts)
                 os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
-                tmp = target + ".new"
-                with open(tmp, "wb") as f:
-                    f.write(archive.read(info))
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, target)
+                write_atomic(target, archive.read(info), 0o644)
     except (OSError, zipfile.BadZipFile) as exc:
         _say(": FAILED\n")
         raise Failure(f"failed to install the web console page in {dest}: "

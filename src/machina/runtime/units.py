@@ -15,13 +15,17 @@ from machina.systemd.unit import swtpm_unit_name
 SYSTEM_UNIT_DIR = "/etc/systemd/system"
 
 
-def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
-    """Replace path with text so that readers see the old file or the new, never half."""
+def write_atomic(path: str, text: str | bytes, mode: int = 0o644) -> None:
+    """Replace path with text so that readers see the old file or the new, never half.
+
+    The temporary file is created anew (O_EXCL: never through a link someone put there)
+    and renamed over path, which replaces a link at path instead of following it."""
     directory = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(prefix=".machina-", suffix=".tmp", dir=directory)
+    data = text.encode() if isinstance(text, str) else text
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
