@@ -332,7 +332,9 @@
             try {
                 doc = await machinaJson(["list", "--json"]);
             } catch (ex) {
-                table.replaceChildren(alert("danger", "machina list failed", ex.message || String(ex)));
+                table.replaceChildren(ex.problem === "not-found"
+                    ? alert("danger", "machina is not installed on this host", "Install it with: sudo python3 machina.pyz install (it puts /usr/bin/machina and this page in place).")
+                    : alert("danger", "machina list failed", ex.message || String(ex)));
                 return;
             }
             const key = JSON.stringify(doc) + admin();

@@ -279,9 +279,8 @@ def cmd_list(cfg: Configs, ns: argparse.Namespace) -> int:
 
 
 def cmd_preview(cfg: Configs, ns: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from machina.preview import parse_request, preview
+    from machina.config.load import read_config_bytes
+    from machina.preview import MAX_REQUEST_BYTES, parse_request, preview
     from machina.report import document, error_entries
 
     if not ns.json:
@@ -289,14 +288,10 @@ def cmd_preview(cfg: Configs, ns: argparse.Namespace) -> int:
                       ('send {"host": null, "machines": {"NAME": "<file text>"}} on stdin',))
 
     def installed_host() -> bytes:
-        path = cfg.where.host_path()
-        try:
-            return Path(path).read_bytes()
-        except OSError as exc:
-            raise Failure(f"open {path}: {exc.strerror or exc}") from exc
+        return read_config_bytes(cfg.where.host_path())
 
     try:
-        request = parse_request(sys.stdin.buffer.read())
+        request = parse_request(sys.stdin.buffer.read(MAX_REQUEST_BYTES + 1))
     except MachinaError as exc:
         sys.stdout.write(document(False, errors=error_entries(exc), machines=[]))
         _print_error(prog_name(), exc, exc.hints)

@@ -120,6 +120,7 @@ def test_candidate_host_replaces_the_installed_one(machina_cmd: list[str],
     b"\xff", b'{"machines": {"../../etc/passwd": "{}"}}',
     b'{"machines": {"vm\\n; rm -rf /": "{}"}}', b'{"machines": {"vm": "\\ud800"}}',
     json.dumps({"machines": {"vm": "[" * 100000}}).encode(),
+    b'{"machines": {}, "host": "' + b" " * (5 << 20) + b'"}',
 ])
 def test_hostile_requests_are_one_clear_error(machina_cmd: list[str],
                                              machina_env: dict[str, str], config: Path,
