@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import stat
 import subprocess
@@ -50,8 +51,11 @@ def probe(path: str, kind: str, *, uid: int | None = None,
                           text=True, timeout=30).stdout.strip()
 
 
-def _config(root: Path, name: str, *, unix: bool) -> Path:
-    return make_config(root, {"qemu": {"accel": "tcg", "cpu": "qemu64"}}, {name: {
+def _config(root: Path, name: str, *, unix: bool, least: bool = False) -> Path:
+    host: dict[str, object] = {"qemu": {"accel": "tcg", "cpu": "qemu64"}}
+    if least:
+        host["privileges"] = {"mode": "least"}
+    return make_config(root, host, {name: {
         "id": VM_ID, "attrs": {
             "memory": {"ram": 64}, "qmp": {"enabled": True},
             "spice": {"enabled": True, "port": 5999, "unix": unix},
@@ -70,27 +74,60 @@ def machina(machina_cmd: list[str], machina_env: dict[str, str]) -> Machina:
     return Machina(machina_cmd, machina_env)
 
 
-@pytest.fixture
-def running(tmp_path: Path, machina: Machina) -> Iterator[tuple[str, int, Path]]:
-    name = f"hrsock-{secrets.token_hex(3)}"
-    config = _config(tmp_path / "etc", name, unix=True)
-    gid = _gid(config, name)
-    proc = machina.popen("run", name, config_dir=config)
-    group = Path("/run/machina", name, "group")
+QEMU_UID = 65532  # the least-privilege QEMU's stand-in for its dynamic user
+
+
+def _wait_for_sockets(proc: subprocess.Popen[str], group: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not ((group / "spice.socket").exists() and (group / "agent.socket").exists()):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "QEMU made no sockets"
+        time.sleep(0.05)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
     try:
-        deadline = time.monotonic() + 60
-        while not ((group / "spice.socket").exists() and (group / "agent.socket").exists()):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "QEMU made no sockets"
-            time.sleep(0.05)
+        proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+
+
+@pytest.fixture(params=["root", "least"])
+def running(request: pytest.FixtureRequest, tmp_path: Path, machina: Machina
+            ) -> Iterator[tuple[str, int, Path]]:
+    """root: `machina run` (prepare, then QEMU as root with umask 0007). least: `machina
+    prepare`, then QEMU's own argv as an unprivileged uid in the machine's group with
+    umask 0007, as the unit runs it (DynamicUser=, SupplementaryGroups=, UMask=0007)."""
+    name = f"hrsock-{secrets.token_hex(3)}"
+    config = _config(tmp_path / "etc", name, unix=True, least=request.param == "least")
+    gid = _gid(config, name)
+    run_dir = Path("/run/machina", name)
+    group = run_dir / "group"
+    if request.param == "root":
+        proc = machina.popen("run", name, config_dir=config)
+    else:
+        from machina.config.load import ConfigDir
+        from machina.core import Configs
+        from machina.qemu.argv import render_argv
+
+        run_dir.mkdir(mode=0o755)
+        os.chown(run_dir, QEMU_UID, QEMU_UID)  # RuntimeDirectory= belongs to QEMU's user
+        assert_ok(machina.run("prepare", name, config_dir=config))
+        argv = render_argv(Configs(ConfigDir(str(config))).build(name).plan.options())
+        proc = subprocess.Popen(
+            ["setpriv", f"--reuid={QEMU_UID}", f"--regid={QEMU_UID}", f"--groups={gid}",
+             "--", "sh", "-c", 'umask 0007 && exec "$@"', "sh", *argv],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True)
+    try:
+        _wait_for_sockets(proc, group)
         yield name, gid, group
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+        _stop(proc)
+        if request.param == "least":
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @pytest.mark.root
@@ -141,10 +178,7 @@ def test_group_sockets_in_the_units(tmp_path: Path, machina: Machina) -> None:
     tcp = machina.run("generate", "--preview", name,
                       config_dir=_config(tmp_path / "tcp", name, unix=False)).stdout
     assert "UMask" not in tcp
-    least = _config(tmp_path / "least", name, unix=True)
-    text = (least / "machina.conf.json").read_text().replace(
-        '"qemu"', '"privileges": {"mode": "least"},\n\t"qemu"', 1)
-    (least / "machina.conf.json").write_text(text)
+    least = _config(tmp_path / "least", name, unix=True, least=True)
     unit = machina.run("generate", "--preview", name, config_dir=least).stdout
     assert "UMask=0007\n" in unit
     assert "RestrictAddressFamilies=AF_UNIX\n" in unit and "IPAddressAllow" not in unit
