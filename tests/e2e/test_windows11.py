@@ -254,11 +254,6 @@ def test_unsigned_efi_binary_is_refused(win: WinHost) -> None:
     assert "MACHINA-SB-REPORT" not in journal and "Linux version" not in journal
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "least-privilege swtpm cannot start yet: swtpm 0.7.1 fchmod()s its state file, which "
-    "its dynamic user does not own (EPERM, libtpms enters failure mode), and the control "
-    "socket's gid= needs fchown, which SystemCallFilter=~@privileged kills (SIGSYS); "
-    "measured in nspawn"))
 def test_least_privilege_windows11(win: WinHost) -> None:
     h, c = win, win.c
     unit, tpm_unit = "machina-win-least.service", "machina-swtpm@win-least.service"
