@@ -12,8 +12,8 @@ of a fleet. Pure: the machines are built already; `runtime/check.py` adds host f
 | tap       | a host's tap names                             | one kernel interface each           |
 | unit      | a host's systemd units (companions included)   | one unit file each                  |
 | mdev-uuid | a host's mediated devices                      | one sysfs device each               |
-| volume    | a host's writable files (disks, NVRAM), also   | two writers corrupt a disk; a       |
-|           | against another machine reading one            | reader sees it change under it      |
+| volume    | a host's writable files (disks, NVRAM, TPM     | two writers corrupt a disk; a       |
+|           | state), also against a machine reading one     | reader sees it change under it      |
 | socket    | a host's QMP socket paths                      | the second QEMU replaces the first's|
 
 `generate` refuses a machine with a collision of the GENERATE_KINDS (issue 7).
@@ -119,6 +119,9 @@ def _index_member(index: _Index, x: Member, fleet: bool, written: set[str]) -> N
     for f in dict.fromkeys(f.path for f in x.plan.files if not f.writable):
         if f in written and f not in mine:
             index.add("volume", host, f, x, "read-only file")
+    if x.plan.tpm is not None:  # one TPM per machine: a shared one is one identity, and
+        # the second swtpm fails on its lock
+        index.add("volume", host, x.plan.tpm.state_dir, x, "TPM state")
     if m.attrs.qmp_enabled:
         for path in qmp_socket_paths(m.name, m.attrs.qmp_names, m.attrs.qmp_paths):
             index.add("socket", host, path, x, "QMP")

@@ -197,3 +197,49 @@ def test_swtpm_unit_pairs_with_the_vm_and_keeps_its_tpm(tpm_host: TpmHost) -> No
     h.machina("disable", "vm")
     assert c.systemctl("is-enabled", QEMU_UNIT).stdout.strip() == "disabled"
     assert c.systemctl("is-enabled", TPM_UNIT).stdout.strip() == "disabled"
+
+
+@pytest.mark.root
+def test_run_starts_swtpm_first_and_ends_it(machina_cmd: list[str], machina_env: dict[str, str],
+                                            tmp_path: Path, tiny_guest_elf: Path) -> None:
+    """`machina run` of a machine with a TPM starts its swtpm (the unit's command) before
+    QEMU, and swtpm is gone, with the socket directory run made, when QEMU has quit."""
+    import os
+    import secrets
+    import sys
+
+    name = f"tpmrun-{secrets.token_hex(3)}"
+    conf = tmp_path / "etc"
+    (conf / "machine.conf.d").mkdir(parents=True)
+    (tmp_path / "tpm").mkdir()
+    (conf / "machina.conf.json").write_text(json.dumps({
+        "qemu": {"cpu": "qemu64"}, "storage": {"tpm-state": {
+            "path": str(tmp_path / "tpm"), "pattern": "${machine-name}", "type": "tpm-data"}}}))
+    machine = json.loads(json.dumps(MACHINE))
+    machine["attrs"]["boot"]["kernel"] = str(tiny_guest_elf)
+    (conf / "machine.conf.d" / f"{name}.conf.json").write_text(json.dumps(machine))
+    qmp_socket = f"/run/machina/{name}/command.0.qmp.socket"
+    run = subprocess.Popen([*machina_cmd, "--config-dir", str(conf), "run", name],
+                           env=machina_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(qmp_socket):
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+            time.sleep(0.05)
+        assert os.path.exists(f"/run/machina-swtpm/{name}/control.socket")
+        out = subprocess.run([sys.executable, str(E2E / "qmp_exec.py"), qmp_socket,
+                              json.dumps({"execute": "query-tpm"}),
+                              json.dumps({"execute": "quit"})],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+        tpm = json.loads(out.splitlines()[0])
+        assert tpm["return"][0]["model"] == "tpm-crb", out
+        stdout, stderr = run.communicate(timeout=30)
+        assert run.returncode == 0, stderr
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert not os.path.exists(f"/run/machina-swtpm/{name}")
+    assert (tmp_path / "tpm" / name / "state" / "tpm2-00.permall").stat().st_size > 1000
+    leftover = subprocess.run(["pgrep", "-f", f"machina-swtpm/{name}/"], capture_output=True)
+    assert leftover.returncode == 1, leftover.stdout

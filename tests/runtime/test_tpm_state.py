@@ -147,3 +147,20 @@ def test_least_privilege_hands_the_state_to_the_group(
     os.chown(state, 0, 4242)
     os.chmod(state, 0o2770)
     assert_error(machina.run("prepare", "--tpm", "vm", config_dir=conf), "belongs to the group")
+
+
+def test_two_machines_cannot_share_a_tpm(machina: Machina, tmp_path: Path) -> None:
+    """A tpm-data pool whose pattern leaves out the machine's name would give two machines
+    one TPM (one identity; the second swtpm fails on the first's lock): generate refuses."""
+    attrs = {"memory": {"ram": 256},
+             "tpm": {"enabled": True, "data": {"name": "tpm", "storage": "tpm-state"}}}
+    conf = make_config(tmp_path / "etc", {"storage": {"tpm-state": {
+        "path": str(tmp_path / "tpm"), "pattern": "shared", "type": "tpm-data"}}},
+        {"a": {"id": ID, "attrs": attrs},
+         "b": {"id": ID.replace("8b18", "9b18"), "attrs": attrs}})
+    units = tmp_path / "units"
+    units.mkdir()
+    assert_error(machina.run("generate", "--unit-dir", str(units), "a", config_dir=conf),
+                 f"{tmp_path}/tpm/shared/state is used 2 times", "a (TPM state)",
+                 "b (TPM state)")
+    assert list(units.iterdir()) == []

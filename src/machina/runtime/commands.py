@@ -17,8 +17,8 @@ from machina.config.schema import Connection, HostFile
 from machina.core import Built, Configs
 from machina.errors import Failure, HostError, MachinaError
 from machina.model import Machine
-from machina.plan.devices import command_sockets, group_sockets, system_socket
-from machina.runtime import hostplan, net, systemctl
+from machina.plan.devices import TpmUse, command_sockets, group_sockets, system_socket
+from machina.runtime import hostplan, net, proc, systemctl
 from machina.runtime.hostplan import HostAction
 
 T = TypeVar("T")
@@ -328,9 +328,30 @@ def ifupdown(prog: str, argv: Sequence[str]) -> int:
 
 # --- running QEMU directly ----------------------------------------------------------------
 
+def _start_swtpm(m: Machine, tpm: TpmUse) -> tuple[proc.Child, str]:
+    """The machine's swtpm for `run` (its unit's command), once its socket is there; and
+    the socket directory this made ("" if it existed)."""
+    import time
+
+    from machina.systemd.render import swtpm_argv
+
+    socket_dir = os.path.dirname(tpm.socket)
+    made = "" if os.path.isdir(socket_dir) else socket_dir
+    os.makedirs(socket_dir, mode=0o755, exist_ok=True)
+    child = proc.spawn(swtpm_argv(m, tpm), "swtpm")
+    deadline = time.monotonic() + 10
+    while not os.path.exists(tpm.socket):
+        if child.poll() is not None or time.monotonic() > deadline:
+            child.kill()
+            child.wait()
+            raise HostError(f"swtpm did not open {tpm.socket}",
+                            ("its messages are above",))
+        time.sleep(0.02)
+    return child, made
+
+
 def run(cfg: Configs, ns: argparse.Namespace) -> int:
     from machina.qemu.argv import render_argv
-    from machina.runtime import proc
 
     b: Built = cfg.build(ns.machine)
     m = b.machine
@@ -338,12 +359,16 @@ def run(cfg: Configs, ns: argparse.Namespace) -> int:
     made_dir = False
     fresh = not os.path.isdir(run_dir)
     result: MachinaError | None = None
+    swtpm: proc.Child | None = None
+    made_tpm_dir = ""
     try:
         prepare_machine(cfg.host(), b)  # a half-done prepare is undone below
         made_dir = fresh and os.path.isdir(run_dir)  # prepare makes it for group sockets
         if m.attrs.qmp_enabled and not os.path.isdir(run_dir):
             os.makedirs(run_dir, mode=0o755)
             made_dir = True
+        if b.plan.tpm is not None:  # as the swtpm unit: swtpm first, on its socket
+            swtpm, made_tpm_dir = _start_swtpm(m, b.plan.tpm)
         # group sockets: QEMU's sockets get g+rw, as the unit's UMask=0007 gives them
         umask = os.umask(0o007) if group_sockets(m) else None
         try:
@@ -368,6 +393,10 @@ def run(cfg: Configs, ns: argparse.Namespace) -> int:
     except MachinaError as exc:
         result = exc
     finally:
+        if swtpm is not None:  # it ends by itself when QEMU shut the TPM down cleanly
+            proc.end(swtpm, 5)
+        if made_tpm_dir:
+            shutil.rmtree(made_tpm_dir, ignore_errors=True)
         failures = teardown_machine(b)
         if made_dir:
             shutil.rmtree(run_dir, ignore_errors=True)

@@ -31,9 +31,21 @@ def run(argv: Sequence[str], *, check: bool = True, capture: bool = False,
     return proc
 
 
-def spawn(argv: Sequence[str]) -> subprocess.Popen[bytes]:
+Child = subprocess.Popen[bytes]
+
+
+def spawn(argv: Sequence[str], what: str = "QEMU") -> Child:
     """Start argv with inherited stdout/stderr and no stdin (used by `run`)."""
     try:
         return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL)
     except OSError as exc:
-        raise CommandError(f"failed to start QEMU: {exc}") from exc
+        raise CommandError(f"failed to start {what}: {exc}") from exc
+
+
+def end(child: Child, grace: float) -> None:
+    """Wait up to `grace` seconds for the child to exit, then terminate it."""
+    try:
+        child.wait(grace)
+    except subprocess.TimeoutExpired:
+        child.terminate()
+        child.wait()

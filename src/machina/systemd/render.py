@@ -217,6 +217,15 @@ def render_machine_unit(machine: Machine, plan: Plan) -> Unit:
 SWTPM = "swtpm"
 
 
+def swtpm_argv(machine: Machine, tpm: TpmUse) -> tuple[str, ...]:
+    """swtpm in the foreground on the machine's state, its control socket for QEMU (the
+    swtpm unit's ExecStart=, and what `machina run` starts)."""
+    ctrl = keyval(("type", "unixio"), ("path", tpm.socket), ("mode", "0660"))
+    state = keyval(("dir", tpm.state_dir), ("mode", "0660" if machine.least else "0600"))
+    return (SWTPM, "socket", "--tpm2", "--tpmstate", state, "--ctrl", ctrl,
+            "--log", "level=1")
+
+
 def render_swtpm_unit(machine: Machine, tpm: TpmUse) -> Unit:
     """The companion unit that runs the machine's software TPM (swtpm) in the foreground.
 
@@ -226,10 +235,7 @@ def render_swtpm_unit(machine: Machine, tpm: TpmUse) -> Unit:
     machine's group, which alone can reach the state and the control socket."""
     name = machine.name
     least = machine.least
-    ctrl = keyval(("type", "unixio"), ("path", tpm.socket), ("mode", "0660"))
-    state = keyval(("dir", tpm.state_dir), ("mode", "0660" if least else "0600"))
-    swtpm = Command.of(SWTPM, "socket", "--tpm2", "--tpmstate", state, "--ctrl", ctrl,
-                       "--log", "level=1")
+    swtpm = Command.of(*swtpm_argv(machine, tpm))
     service: list[tuple[str, Value]] = [
         ("Type", Raw("simple")),
         # "+": outside the sandbox below, whose read-write paths prepare may yet create
