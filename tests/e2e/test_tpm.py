@@ -233,7 +233,7 @@ def test_run_starts_swtpm_first_and_ends_it(machina_cmd: list[str], machina_env:
                              capture_output=True, text=True, timeout=30, check=True).stdout
         tpm = json.loads(out.splitlines()[0])
         assert tpm["return"][0]["model"] == "tpm-crb", out
-        stdout, stderr = run.communicate(timeout=30)
+        _, stderr = run.communicate(timeout=30)
         assert run.returncode == 0, stderr
     finally:
         if run.poll() is None:
