@@ -490,3 +490,36 @@ def test_a_tap_name_collision_is_found_by_generate(tmp_path: Path, machina: Mach
                  "a.b (connection c)")
     assert list(tmp_path.glob("*.service")) == []
 
+
+
+def test_root_talks_to_no_socket_a_link_points_to(tmp_path: Path, machina: Machina) -> None:
+    """In least-privilege mode /run/machina/NAME belongs to QEMU's user: a link it puts
+    where a QMP socket should be must not lead root's `shutdown` (or `query`) to another
+    program's socket."""
+    import socket
+
+    name = f"hr-qmp-{secrets.token_hex(3)}"
+    other = socket.socket(socket.AF_UNIX)
+    other.bind(str(tmp_path / "other.sock"))
+    other.listen(4)
+    other.settimeout(0.5)
+    run_dir = Path("/run/machina", name)
+    run_dir.mkdir(parents=True)
+    try:
+        for sock in ("systemd.0", "command.0", "command.1"):
+            (run_dir / f"{sock}.qmp.socket").symlink_to(tmp_path / "other.sock")
+        config = make_config(tmp_path / "etc", {}, {name: {
+            "id": VM_ID, "attrs": {"memory": {"ram": 64}, "qmp": {"enabled": True}}}})
+        res = machina.run("query", "pci", name, config_dir=config)
+        assert res.stdout.startswith(f"Failed to query {name}: could not connect to QMP "
+                                     f"socket {run_dir}/command.0.qmp.socket: it is not a "
+                                     "socket"), res.stdout
+        res = machina.run("shutdown", "--system", name, config_dir=config)
+        assert "it is not a socket" in res.stdout + res.stderr, res
+        with pytest.raises(TimeoutError):
+            other.accept()
+    finally:
+        other.close()
+        for p in run_dir.iterdir():
+            p.unlink()
+        run_dir.rmdir()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import stat
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -30,8 +32,15 @@ async def session(sockets: Sequence[str], name: str = "machina") -> AsyncIterato
     for path in sockets:
         candidate = QMPClient(name)
         try:
+            fd = _open_socket(path)
+        except QMPError as exc:
+            first = first or exc
+            continue
+        try:
             async with asyncio.timeout(GREETING_TIMEOUT):
-                await candidate.connect(path)
+                # through the descriptor opened without following a link: root never
+                # talks to a socket a link (in a directory QEMU's user owns) points to
+                await candidate.connect(f"/proc/self/fd/{fd}")
         except TimeoutError:
             first = first or QMPError(
                 f"could not establish QMP session: a QMP greeting was not received within "
@@ -43,6 +52,8 @@ async def session(sockets: Sequence[str], name: str = "machina") -> AsyncIterato
                                       f"{_reason(exc)}")
             await _quiet_disconnect(candidate)
             continue
+        finally:
+            os.close(fd)
         client = candidate
         break
     if client is None:
@@ -51,6 +62,19 @@ async def session(sockets: Sequence[str], name: str = "machina") -> AsyncIterato
         yield client
     finally:
         await _quiet_disconnect(client)
+
+
+def _open_socket(path: str) -> int:
+    """An O_PATH descriptor of the socket at path; a link or another file is refused."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise QMPError(f"could not connect to QMP socket {path}: {_reason(exc)}") from exc
+    if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise QMPError(f"could not connect to QMP socket {path}: it is not a socket "
+                       "(machina follows no link to one)")
+    return fd
 
 
 def _reason(exc: BaseException) -> str:
