@@ -275,6 +275,14 @@ def test_host_configuration_is_validated_at_the_field(site: Site) -> None:
     e(f.locator("#save")).to_be_disabled()
     tag.fill('{"attrs": {"cpu": {"cores": 2}}')   # not even JSON
     e(f.locator("#tag-1-definition + .machina-error")).to_contain_text("not JSON")
+    # hostile JSON: a __proto__ key and deep nesting stay data, and machina places them
+    tag.fill('{"__proto__": {"polluted": true}, "vars": {"a": ' + "[" * 200 + "]" * 200 + "}}")
+    slot = f.locator("#tag-1-definition + .machina-error")
+    e(slot).to_contain_text('unknown key "__proto__"')
+    e(slot).to_contain_text("expected a string, got an array")
+    frame = page.frame("cockpit1:localhost/machina")
+    assert frame.evaluate("() => ({}).polluted === undefined && Object.prototype.polluted "
+                          "=== undefined")
     tag.fill('{"attrs": {"cpu": {"cores": 2}}}')
     f.locator("#storage-0-type").select_option("raw")
     e(f.locator(".machina-error p")).to_have_count(0)
