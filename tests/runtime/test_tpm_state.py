@@ -164,3 +164,13 @@ def test_two_machines_cannot_share_a_tpm(machina: Machina, tmp_path: Path) -> No
                  f"{tmp_path}/tpm/shared/state is used 2 times", "a (TPM state)",
                  "b (TPM state)")
     assert list(units.iterdir()) == []
+
+
+def test_a_pool_others_may_change_is_refused(machina: Machina, tmp_path: Path) -> None:
+    """Root manufactures nothing below a directory a non-root user could change (it could
+    swap the state directory for a link between the check and the change)."""
+    conf, data = config(tmp_path)
+    os.chmod(data.parent, 0o777)
+    assert_error(machina.run("prepare", "--tpm", "vm", config_dir=conf),
+                 "may be changed by a user other than root")
+    assert not data.exists()

@@ -29,7 +29,7 @@ from enum import StrEnum
 from machina.errors import HostError
 from machina.model import Machine
 from machina.plan.devices import SWTPM_RUN_DIR, TpmUse
-from machina.runtime import proc
+from machina.runtime import proc, safepath
 
 STATE = "state"
 STATE_FILE = "tpm2-00.permall"
@@ -66,15 +66,20 @@ def _open_dir(path: str, dir_fd: int | None = None) -> int:
 
 
 def check_state(tpm: TpmUse) -> StateCheck:
-    """What is in the TPM data directory (reads only). Refuses links and foreign content."""
+    """What is in the TPM data directory (reads only). Refuses links (anywhere on the
+    path: safepath), directories a non-root user could change, and foreign content."""
     try:
-        st = os.lstat(tpm.data_dir)
+        with safepath.open_nofollow(tpm.data_dir) as leaf:
+            st = leaf.st
     except FileNotFoundError:
         return StateCheck(StateKind.missing, data_exists=False)
-    except OSError as exc:
-        raise HostError(f"cannot inspect {tpm.data_dir}: {exc.strerror or exc}") from exc
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise _foreign(tpm.data_dir, "is not a directory (a symbolic link is not followed)")
+    except safepath.UnsafePathError as exc:
+        if os.path.islink(tpm.data_dir):
+            raise _foreign(tpm.data_dir, "is a symbolic link, which machina does not "
+                                         "follow") from exc
+        raise
+    if not stat.S_ISDIR(st.st_mode):
+        raise _foreign(tpm.data_dir, "is not a directory")
     dfd = _open_dir(tpm.data_dir)
     try:
         try:
@@ -156,7 +161,8 @@ def manufacture(machine: Machine, tpm: TpmUse) -> None:
         if not os.path.isdir(parent):
             raise HostError(f"cannot create the TPM data directory {tpm.data_dir}: {parent} "
                             "does not exist", ("create the storage pool's directory",))
-        os.mkdir(tpm.data_dir, 0o700)
+        with safepath.open_dir_nofollow(parent) as pfd:
+            os.mkdir(os.path.basename(tpm.data_dir), 0o700, dir_fd=pfd)
     new = tempfile.mkdtemp(prefix=".state-new-", dir=tpm.data_dir)
     conf = tempfile.mkdtemp(prefix="machina-swtpm-setup-")
     try:
@@ -215,8 +221,8 @@ def _state_objects(tpm: TpmUse) -> list[tuple[str, int, bool]]:
     for entry in sorted(os.listdir(tpm.state_dir)):
         path = os.path.join(tpm.state_dir, entry)
         st = os.stat(path, follow_symlinks=False)
-        if not stat.S_ISREG(st.st_mode):
-            raise _foreign(path, "is not a regular file")
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            raise _foreign(path, "is not a regular file with one name")
         objects.append((path, 0o6, True))
     return objects
 
