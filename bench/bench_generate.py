@@ -16,15 +16,26 @@ The outputs of the variants are compared (they must be identical).
 
     bench/bench_generate.py [--machines 500] [--runs 3] [--keep DIR] [--pyz PATH]
     bench/bench_generate.py --cmd 'fake=python3 -c pass'   # try the harness alone
+
+With --scale 50,500,5000 it times instead the installed program (dist/machina.pyz through
+its #! line) running `generate --preview` of each number of machines and of one machine
+(the start-up, measured in the same run), and prints per size: wall and CPU time, the
+time per machine above the start-up ((t(N) - t(1)) / (N - 1)), and the peak memory
+(maximum resident set) beside that of the first size (issue 8, target 2: <= 0.5 ms per
+machine at 500, linear, peak memory <= 2x that of 50 machines).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
+import statistics
+import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -244,6 +255,66 @@ def variants(args: argparse.Namespace) -> list[tuple[str, list[str], dict[str, s
     return out
 
 
+def run_child(argv: list[str], env: dict[str, str]) -> tuple[float, float, int, int]:
+    """(wall s, cpu s, peak RSS KiB, exit status) of one run."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, proc.returncode
+
+
+def scale(args: argparse.Namespace) -> int:
+    sizes = [int(x) for x in args.scale.split(",")]
+    pyz = str((args.pyz or PYZ).resolve())
+    env = base_env()
+    load = os.getloadavg()
+    print(f"program: {pyz}; median of {args.runs} runs (interleaved) after 1 warm-up; "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
+    rows = []
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="machina-bench-scale-") as tmp:
+        jobs: dict[str, list[str]] = {}
+        for n in sizes:
+            cfg = Path(tmp) / str(n)
+            names = write_config(cfg, n)
+            base = ["--config-dir", str(cfg), "generate", "--preview"]
+            jobs[f"1@{n}"] = [pyz, *base, names[0]]
+            jobs[str(n)] = [pyz, *base, *names]
+        got: dict[str, list[tuple[float, float, int, int]]] = {k: [] for k in jobs}
+        for i in range(args.runs + 1):
+            for key, argv in jobs.items():
+                r = run_child(argv, env)
+                if r[3] != 0:
+                    print(f"  {key}: exit {r[3]}: {shlex.join(argv[:6])} …")
+                    return 1
+                if i:
+                    got[key].append(r)
+        first_mem = 0
+        for n in sizes:
+            one, many = got[f"1@{n}"], got[str(n)]
+            wall1 = statistics.median(r[0] for r in one)
+            cpu1 = statistics.median(r[1] for r in one)
+            wall = statistics.median(r[0] for r in many)
+            cpu = statistics.median(r[1] for r in many)
+            mem = max(r[2] for r in many)
+            first_mem = first_mem or mem
+            per_wall = (wall - wall1) / max(1, n - 1) * 1000
+            per_cpu = (cpu - cpu1) / max(1, n - 1) * 1000
+            rows.append([str(n), f"{wall * 1000:.0f}", f"{cpu * 1000:.0f}",
+                         f"{wall1 * 1000:.0f}", f"{per_wall:.3f}", f"{per_cpu:.3f}",
+                         f"{mem / 1024:.1f}", f"{mem / first_mem:.2f}x"])
+            if n == 500:
+                ok = per_wall <= 0.5 and mem <= 2 * first_mem
+    print_table(["machines", "wall ms", "cpu ms", "start-up (1) ms", "ms/machine (wall)",
+                 "ms/machine (cpu)", "peak MiB", f"peak vs {sizes[0]}"], rows)
+    print("\n  target 2 (500 machines: <= 0.5 ms/machine above start-up, peak memory <= 2x "
+          f"that of {sizes[0]}): {'met' if ok else 'NOT met'}")
+    return 0 if ok else 1
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--machines", type=int, default=500, help="number of machines (500)")
@@ -254,9 +325,14 @@ def main() -> int:
     p.add_argument("--cmd", action="append", metavar="LABEL=COMMAND",
                    help="time this command instead (repeatable); it gets "
                         "--config-dir DIR and the verb's arguments appended")
+    p.add_argument("--scale", metavar="N,N,…",
+                   help="time generate --preview of each number of machines from the "
+                        "installed program (e.g. 50,500,5000) instead")
     p.add_argument("--generate-only", action="store_true",
                    help="write the config (with --keep) and time nothing")
     args = p.parse_args()
+    if args.scale:
+        return scale(args)
 
     with tempfile.TemporaryDirectory(prefix="machina-bench-") as tmp:
         cfg = args.keep or Path(tmp)

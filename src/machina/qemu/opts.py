@@ -28,7 +28,8 @@ def clean(s: str) -> str:
     machina's fixed table, decisions D28: every white space but U+0020 is not printable)."""
     # Fast path (most values need no cleaning): printable ASCII (the same in every
     # Unicode version) without space, `,`, `"` and `=` is clean.
-    if s.isascii() and s.isprintable() and not any(c in s for c in ' ,"='):
+    if (s.isascii() and s.isprintable()
+            and " " not in s and "," not in s and '"' not in s and "=" not in s):
         return s
     return "".join(c for c in s if c not in ',"= ' and is_printable(c))
 
@@ -76,7 +77,11 @@ class Opt:
         """The option's argument as QEMU receives it ("" when there is none)."""
         if self.plain is not None:
             return self.plain
-        return ",".join(r for r in (render_param(n, v) for n, v in self.params) if r)
+        # render_param, knowing what __post_init__ checked (a name needs no cleaning; a
+        # named value that cleans to nothing was refused): only a value-only one can
+        # render empty
+        return ",".join(r for r in ((n + "=" + escape(v) if v else n) if n else clean(v)
+                                    for n, v in self.params) if r)
 
     def words(self) -> tuple[str, ...]:
         """The argv words: `-flag`, then the argument when there is one."""
