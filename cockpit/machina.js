@@ -546,10 +546,31 @@
                     if (slot.input)
                         slot.input.setAttribute("aria-invalid", "true");
                 } else {
-                    general.push(h("li", {}, (e.file ? `${e.file}${e.path !== null ? " at " + (e.path || "/") : ""}: ` : "") + text));
+                    const file = e.shown || e.file;
+                    general.push(h("li", {}, (file ? `${file}${e.path !== null ? " at " + (e.path || "/") : ""}: ` : "") + text));
                 }
             }
             this.general.replaceChildren(general.length ? alert("danger", "machina found problems", h("ul", {}, general)) : "");
+        }
+    }
+
+    /* the key the forms file the edited machine's errors under (its label changes with its name) */
+    const MACHINE_KEY = "machine";
+
+    /* rebuild a form without losing the user's place: the focused field keeps focus and caret */
+    function keepFocus(rebuild) {
+        const active = document.activeElement;
+        const id = active && active.id;
+        const caret = active && typeof active.selectionStart === "number" ? active.selectionStart : null;
+        rebuild();
+        const again = id ? document.getElementById(id) : null;
+        if (again && again !== document.activeElement) {
+            again.focus();
+            if (caret !== null && typeof again.setSelectionRange === "function") {
+                try {
+                    again.setSelectionRange(caret, caret);
+                } catch (_e) { /* not a text field */ }
+            }
         }
     }
 
@@ -653,8 +674,12 @@
         }
 
         function build() {
+            keepFocus(buildForm);
+        }
+
+        function buildForm() {
             fields.slots.clear();
-            const f = label();
+            const f = MACHINE_KEY;
             const list = (key, what, columns) => {
                 const items = Array.isArray(obj[key]) ? obj[key] : [];
                 const rows = items.map((item, i) => h("div", { class: "machina-row", "data-row": `${key}-${i}` },
@@ -688,7 +713,7 @@
                          }, { variant: "link", id: `${key}-add` }));
             };
 
-            const nameInput = textInput("name", machineName, ev => { machineName = ev.target.value; build(); changed() }, { disabled: !creating || undefined, autocomplete: "off" });
+            const nameInput = textInput("name", machineName, ev => { machineName = ev.target.value; changed() }, { disabled: !creating || undefined, autocomplete: "off" });
             const idInput = textInput("id", obj.id, ev => { setAt(obj, ["id"], ev.target.value); changed() });
             const descInput = textInput("description", obj.description, ev => { setAt(obj, ["description"], ev.target.value); changed() });
             const tags = Object.keys(host.tag && typeof host.tag === "object" ? host.tag : {});
@@ -763,8 +788,9 @@
             if (mine !== seq)
                 return;
             lastDoc = doc;
-            errors = doc.errors || [];
-            const f = label();
+            /* the machine's own file is keyed by MACHINE_KEY, whatever its name is now */
+            errors = (doc.errors || []).map(e => (e.file === label() ? { ...e, file: MACHINE_KEY, shown: e.file } : e));
+            const f = MACHINE_KEY;
             let grew = false;
             for (const e of errors) {
                 const m = e.file === f && e.path && /^\/vars\/([^/]+)$/.exec(e.path);
@@ -1002,6 +1028,10 @@
         }
 
         function build() {
+            keepFocus(buildForm);
+        }
+
+        function buildForm() {
             fields.slots.clear();
             formBox.replaceChildren(
                 mapSection("storage", "Storage pools", [["path", "text"], ["pattern", "text"], ["type", "select", POOL_TYPES], ["readonly", "check"]], "pool"),

@@ -134,7 +134,8 @@ def expect() -> Any:
 def test_create_from_tags_validate_preview_apply_start_shutdown(site: Site) -> None:
     e = expect()
     page, f = site.open("/create")
-    f.locator("#name").fill("web1")
+    f.locator("#name").press_sequentially("web1", delay=150)  # typed: the field keeps focus
+    e(f.locator("#name")).to_have_value("web1")
     f.locator("[data-tag='tiny']").check()
     # the tag's storage pattern needs ${seat}: the form grows its field, with the error
     seat = f.locator("[data-var='seat']")
