@@ -236,6 +236,10 @@ def cmd_generate(cfg: Configs, ns: argparse.Namespace) -> int:
     from machina.runtime import access
     from machina.runtime import units as unitfiles
 
+    named = cfg.name_conflicts([b.machine for b in built])
+    if named:
+        raise Failure("\n".join(named), ("a machine name belongs to one file: change the "
+                                          '"name" in the others, or rename the files',))
     conflicts = _host_collisions(cfg, built)
     if conflicts:
         raise Failure("\n".join(p.message for p in conflicts),

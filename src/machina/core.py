@@ -3,6 +3,7 @@ wrapping (spec/commands.md §1, §2): the glue between config, plan and the rend
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from machina.config.load import ConfigDir, check_machine_name, load_host, load_machine
@@ -41,10 +42,28 @@ class Configs:
         """The machine file named arg; errors name `label` (default: arg)."""
         try:
             check_machine_name(arg)
-            return load_machine(self.where.machine_path(arg))
+            return load_machine(self.where.find_machine_path(arg))
         except MachinaError as exc:
             raise wrap(f'failed to load machine configuration for "{label or arg}"',
                        exc) from exc
+
+    def name_conflicts(self, machines: Sequence[Machine]) -> list[str]:
+        """Why some machines' units would be wrong (issue 7, item 5): two files give one
+        machine name (one unit file for both), or a renamed machine's name is another
+        file's name (its unit's `machina prepare NAME` would load that file)."""
+        index = self.where.machines_by_name()
+        out = []
+        for m in machines:
+            owners = index.get(m.name, [])
+            if len(owners) > 1:
+                out.append(f'several machine files name the machine "{m.name}": '
+                           + ", ".join(o + ".conf.json" for o in owners)
+                           + f"; their units would be one file, machina-{m.name}.service")
+            elif m.file_name != m.name and m.name in self.where.machine_names():
+                out.append(f'{m.file_name}.conf.json names its machine "{m.name}", but '
+                           f"{m.name}.conf.json is another machine: the unit's "
+                           f'"machina prepare {m.name}" would load that file')
+        return out
 
     def machine(self, arg: str, label: str | None = None) -> Machine:
         """The machine merged with its tags (no hardware plan)."""

@@ -36,7 +36,7 @@ from machina.config.schema import (
     Volume,
 )
 from machina.config.values import ValueFormError, Wwn, parse_uuid, parse_wwn
-from machina.errors import ConfigError, ConfigErrors, Failure
+from machina.errors import ConfigError, ConfigErrors, Failure, MachinaError
 from machina.identity import ZERO_UUID
 
 T = TypeVar("T")
@@ -79,6 +79,34 @@ class ConfigDir:
             raise Failure(f"cannot list {self.machine_dir()}: {exc.strerror}") from exc
         files = sorted((e for e in entries if e.endswith(SUFFIX)), key=lambda s: s.encode())
         return [f[: -len(SUFFIX)] for f in files]
+
+    def machines_by_name(self) -> dict[str, list[str]]:
+        """Machine name → the file-derived names of the files that give it (a file's JSON
+        `name`, else its file name; issue 7, item 5). A file that cannot be read counts
+        under its file name: it cannot claim another."""
+        out: dict[str, list[str]] = {}
+        for stem in self.machine_names():
+            try:
+                data = read_json(self.machine_path(stem))
+            except MachinaError:
+                data = None
+            name = data.get("name") if isinstance(data, dict) else None
+            out.setdefault(name if isinstance(name, str) and name else stem, []).append(stem)
+        return out
+
+    def find_machine_path(self, name: str) -> str:
+        """The file of the machine called `name`: NAME.conf.json, else the one file whose
+        JSON `name` is NAME (a unit's `machina prepare NAME` finds a renamed machine)."""
+        path = self.machine_path(name)
+        if os.path.lexists(path):
+            return path
+        owners = self.machines_by_name().get(name, [])
+        if len(owners) > 1:
+            raise Failure(f'several machine files name the machine "{name}": '
+                          + ", ".join(o + SUFFIX for o in owners),
+                          ("a machine name belongs to one file: change the others' "
+                           '"name"',))
+        return self.machine_path(owners[0]) if owners else path
 
 
 def check_machine_name(name: str, what: str = "machine name") -> None:

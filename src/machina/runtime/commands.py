@@ -230,16 +230,37 @@ class Selected:
 
 def _select(cfg: Configs, arg: str, machines: dict[str, Machine]) -> list[Selected]:
     """The connections `machine` or `machine.conn` names (commands.md §12); machines are
-    loaded once (`machines` caches them)."""
+    loaded once (`machines` caches them). A machine name may hold dots (`web.01.0`): every
+    reading whose machine exists is tried, and more than one that fits is an error."""
+    def machine(name: str) -> Machine:
+        if name not in machines:
+            machines[name] = cfg.machine(name, label=arg)
+        return machines[name]
+
+    known = set(cfg.where.machine_names()) | set(cfg.where.machines_by_name())
+    readings: list[tuple[str, str | None]] = [(arg, None)] if arg in known else []
+    readings += [(arg[:i], arg[i + 1:]) for i, c in enumerate(arg)
+                 if c == "." and arg[:i] in known]
+    fits: list[tuple[str, list[Selected]]] = []
+    for name, conn in readings:
+        m = machine(name)
+        found = [Selected(m, c) for c in m.connections if conn is None or c.name == conn]
+        if conn is None or found:
+            fits.append((name if conn is None else f"{name}, connection {conn}", found))
+    if len(fits) > 1:
+        raise Failure(f'"{arg}" is ambiguous: it can mean machine '
+                      + " or machine ".join(f for f, _ in fits),
+                      ("name the tap instead (machina list shows the machines), or rename "
+                       "one of the machines",))
+    if fits:
+        return fits[0][1]
+    if readings:  # the longest machine that exists lacks the connection
+        name, conn = readings[-1]
+        raise Failure(f'failed to locate connection "{conn}" within "{name}"')
     machine_part, dot, conn_part = arg.partition(".")
-    if machine_part not in machines:
-        machines[machine_part] = cfg.machine(machine_part, label=arg)
-    m = machines[machine_part]
+    m = machine(machine_part)
     if not dot:
         return [Selected(m, c) for c in m.connections]
-    for c in m.connections:
-        if c.name == conn_part:
-            return [Selected(m, c)]
     raise Failure(f'failed to locate connection "{conn_part}" within "{machine_part}"')
 
 
