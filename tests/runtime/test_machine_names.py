@@ -87,7 +87,7 @@ def test_connect_finds_a_machine_whose_name_has_a_dot(tmp_path: Path) -> None:
                                                        {"name": "1", "network": "lan"}]}})
     assert links(cfg, "web.01") == ["web.01.0", "web.01.1"]
     assert links(cfg, "web.01.1") == ["web.01.1"]
-    with pytest.raises(MachinaError, match='failed to locate connection "7" within "web.01"'):
+    with pytest.raises(MachinaError, match=r'failed to locate connection "7" within "web\.01"'):
         links(cfg, "web.01.7")
 
 
@@ -95,7 +95,7 @@ def test_connect_refuses_an_ambiguous_name(tmp_path: Path) -> None:
     cfg = config(tmp_path, {
         "web": {"connections": [{"name": "01", "network": "lan"}]},
         "web.01": {"connections": [{"name": "0", "network": "lan"}]}})
-    with pytest.raises(MachinaError, match='"web.01" is ambiguous'):
+    with pytest.raises(MachinaError, match=r'"web\.01" is ambiguous'):
         links(cfg, "web.01")
     assert links(cfg, "web.01.0") == ["web.01.0"]   # web has no connection "01.0"
     assert links(cfg, "web") == ["web.01"]
