@@ -523,3 +523,36 @@ def test_root_talks_to_no_socket_a_link_points_to(tmp_path: Path, machina: Machi
         for p in run_dir.iterdir():
             p.unlink()
         run_dir.rmdir()
+
+
+def test_a_hint_about_a_directory_names_the_real_one(tmp_path: Path, machina: Machina) -> None:
+    """A read-only file in a directory reached through a link: the unsearchable directory
+    is named by its real path, never the link's."""
+    searchable(tmp_path)
+    real = tmp_path / "real"
+    (real / "isos").mkdir(parents=True)
+    real.chmod(0o700)  # QEMU's group cannot pass
+    (real / "isos" / "cd.iso").write_bytes(b"iso")
+    (real / "isos" / "cd.iso").chmod(0o644)
+    (tmp_path / "link").symlink_to(real / "isos")
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    disk = pool / "vm-os.raw"
+    disk.write_bytes(b"\0")
+    config = make_config(tmp_path / "etc", {
+        "privileges": {"mode": "least"},
+        "storage": {"disks": {"path": str(pool), "pattern": "vm-os.raw", "type": "raw"},
+                    "isos": {"path": str(tmp_path / "link"), "pattern": "cd.iso",
+                             "type": "iso-scsi"}},
+    }, {"vm": vm(volumes=[{"name": "os", "storage": "disks"},
+                          {"name": "cd", "storage": "isos"}])})
+    res = machina.run("prepare", "vm", config_dir=config)
+    assert_error(res, f"directory {real} is not searchable by the group")
+    assert f"setfacl -m g:{_gid_of(machina, config)}:x {real}\n" in res.stderr
+    no_advice_on(tmp_path / "link", res.stderr)
+
+
+def _gid_of(machina: Machina, config: Path) -> int:
+    line = next(x for x in machina.run("cat", "vm", config_dir=config).stdout.splitlines()
+                if "File System Access Group:" in x)
+    return int(line.rsplit(":", 1)[1])

@@ -56,10 +56,23 @@ def _describe(machine: Machine) -> str:
     return f"{machine.group_name} (GID {machine.group_id})"
 
 
+def _dirs_on_the_way(path: str) -> list[str]:
+    """The real directories QEMU passes to reach path, deepest first: those above it and
+    above what its links point to, each resolved, so no hint names a link."""
+    dirs: dict[str, None] = {}
+    for p in (os.path.abspath(path), os.path.realpath(path)):
+        d = os.path.dirname(p)
+        while True:
+            dirs[os.path.realpath(d)] = None
+            if d == "/":
+                break
+            d = os.path.dirname(d)
+    return list(dirs)
+
+
 def _check_dirs(machine: Machine, path: str) -> None:
     gid = machine.group_id
-    d = os.path.dirname(os.path.abspath(path))
-    while True:
+    for d in _dirs_on_the_way(path):
         st = os.stat(d)
         if not _allows(st, d, gid, 0o1):
             raise HostError(
@@ -67,9 +80,6 @@ def _check_dirs(machine: Machine, path: str) -> None:
                 f"QEMU cannot reach {path}",
                 (f"allow the machine's group only: setfacl -m g:{gid}:x {d}",
                  f"or, if the directory may be searched by everyone: chmod o+x {d}"))
-        if d == "/":
-            return
-        d = os.path.dirname(d)
 
 
 @dataclass(frozen=True, slots=True)
