@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from machina.config.edit import set_value
 from machina.qemu.machines import current_q35
+from schemas import parse_document
 
 from .support import Machina, assert_error, assert_ok, describe, fake_program, make_config
 
@@ -91,6 +92,10 @@ def test_pin_survives_a_qemu_upgrade(machina: Machina, tmp_path: Path) -> None:
         "-machine type=q35 ", "-machine type=pc-q35-7.2 ")
     cat = machina.run("cat", "vm", config_dir=config)
     assert "  Machine Type: pc-q35-7.2 (pinned)\n" in cat.stdout
+    doc = parse_document(machina.run("cat", "--json", "vm", "other", config_dir=config).stdout,
+                         "cat")
+    assert [(m["machine_type"], m["pinned"]) for m in doc["machines"]] == [
+        ("pc-q35-7.2", True), ("q35", False)]
 
     # the host's QEMU moves on to 8.2: pinning again changes nothing, the argv stays
     qemu82 = fake_qemu(tmp_path / "bin82", "8.2")
