@@ -79,7 +79,8 @@ def test_pin_survives_a_qemu_upgrade(machina: Machina, tmp_path: Path) -> None:
     qemu72 = fake_qemu(tmp_path / "bin72", "7.2")
     proc = machina.run("pin", "vm", config_dir=config, env=qemu72)
     assert_ok(proc)
-    assert proc.stdout == f"vm: pinned to pc-q35-7.2 (was q35, unpinned) in {file}\n"
+    assert proc.stdout == (f"vm: pinned to pc-q35-7.2 (was q35, unpinned) in {file}; "
+                           "machina generate vm puts it in the unit\n")
     text = file.read_text()
     # the file keeps every other byte: the type is added last in attrs
     assert text == MACHINE_TEXT.replace('"ram": 1024}\n', '"ram": 1024},\n\t\t"machine": '

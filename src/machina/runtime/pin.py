@@ -99,4 +99,5 @@ def pin_text(p: Pinned) -> str:
     if not p.changed:
         return f"{p.name}: already pinned to {p.after} (--force re-pins)\n"
     was = p.before or "q35, unpinned"
-    return f"{p.name}: pinned to {p.after} (was {was}) in {p.file}\n"
+    return (f"{p.name}: pinned to {p.after} (was {was}) in {p.file}; machina generate "
+            f"{p.name} puts it in the unit\n")
