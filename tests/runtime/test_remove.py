@@ -47,6 +47,14 @@ def test_remove_with_a_unit_dir(machina: Machina, tmp_path: Path) -> None:
     assert_error(machina.run("remove", "--unit-dir", str(units), "../x", config_dir=config),
                  "invalid machine name")
 
+    # a machine whose config was deleted first: its unit still goes, by its name
+    (units / "machina-gone.service").write_text("[Unit]\n")
+    proc = machina.run("remove", "--unit-dir", str(units), "gone", config_dir=config)
+    assert_ok(proc)
+    assert f"deleted {units}/machina-gone.service" in proc.stdout
+    assert "gone: its config does not build" in proc.stdout
+    assert f"the config {config}/machine.conf.d/gone.conf.json is gone already" in proc.stdout
+
 
 def test_remove_takes_the_companion_units(machina: Machina, tmp_path: Path) -> None:
     """A machine with a software TPM: its swtpm unit goes too, its TPM state stays; a

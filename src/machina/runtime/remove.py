@@ -119,6 +119,8 @@ def remove(cfg: Configs, names: Sequence[str], *, stop: bool,
         if t.note:
             lines.append(f"{t.name}: {t.note}")
         kept = ", ".join(t.kept) if t.kept else "none"
+        config = (f"the config {t.config}" if os.path.lexists(t.config)
+                  else f"the config {t.config} is gone already")
         lines.append(f"{t.name}: not touched (machina never deletes them): volumes, NVRAM "
-                     f"and TPM state ({kept}); the config {t.config}")
+                     f"and TPM state ({kept}); {config}")
     return lines
