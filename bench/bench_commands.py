@@ -168,7 +168,9 @@ def main() -> int:
                            check=True)
             least = dict(host, privileges={"mode": "least"})
             lname = "bench-lp"  # its own tap name: prepare leaves another's tap alone
-            lcfg = str(write_config(tmp / "least", lname, least, machine))
+            # no volume (prepare would want its file): the NIC is what the hooks work on
+            lmachine = {k: v for k, v in machine.items() if k != "volumes"}
+            lcfg = str(write_config(tmp / "least", lname, least, lmachine))
             bindir = tmp / "bin"
             bindir.mkdir()
             for hook in ("machina-ifup", "machina-ifdown"):

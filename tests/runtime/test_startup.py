@@ -128,10 +128,51 @@ def test_shutdown_does_import_qemu_qmp(pyz: Path, tmp_path: Path) -> None:  # no
 def test_zipapp_compiles_no_dataclass_method_at_start(pyz: Path,  # noqa: F811
                                                       tmp_path: Path) -> None:
     """The build's table (tools/zipapp_boot.py) covers every dataclass the commands make,
-    so dataclasses compiles nothing; a class changed after the build would show here."""
+    so dataclasses compiles nothing and computes no signature (inspect is not loaded); a
+    class changed after the build would show here."""
     config = str(_config(tmp_path))
     for argv in (["generate", "--preview", "vm1"], ["cat", "vm1"], ["shutdown", "vm1"]):
         report = _run_in_zipapp(pyz, ["--config-dir", config, *argv], tmp_path)
         assert "machina.plan.devices" in report["modules"] or argv[0] == "cat"
         assert report["installed"], "no dataclass table in the zipapp"
+        if argv[0] != "shutdown":  # inspect (ast, dis, tokenize) stays unloaded
+            assert "ast" not in report["modules"], argv
         assert report["misses"] == [], f"{argv}: compiled at start: {report['misses'][:3]}"
+
+
+CLASSES = """
+import dataclasses, importlib, json, pkgutil, sys
+sys.path.insert(0, sys.argv[1])
+if sys.argv[2] == "zipapp":
+    import _machina_boot
+    _machina_boot.install()
+import machina
+out = {}
+for mod in pkgutil.walk_packages(machina.__path__, "machina."):
+    if mod.name.endswith("__main__"):
+        continue
+    m = importlib.import_module(mod.name)
+    for obj in vars(m).values():
+        if dataclasses.is_dataclass(obj) and obj.__module__ == mod.name:
+            out[f"{mod.name}:{obj.__qualname__}"] = [
+                obj.__doc__, repr(obj.__init__.__annotations__),
+                repr(getattr(obj.__init__, "__defaults__", None)),
+                sorted(k for k in vars(obj) if k.startswith("__") and callable(vars(obj)[k]))]
+print(json.dumps(out, sort_keys=True))
+"""
+
+
+def test_zipapp_dataclasses_are_the_ones_python_makes(pyz: Path,  # noqa: F811
+                                                      tmp_path: Path) -> None:
+    """The stored methods and signatures make the same classes as dataclasses does from
+    the sources: docstrings, __init__ annotations and defaults, the methods defined."""
+    src = Path(__file__).resolve().parents[2] / "src"
+    runs = {}
+    for where, how in ((pyz, "zipapp"), (src, "source")):
+        flags = ["-I", "-S"] if how == "zipapp" else ["-I"]  # the source: deps from site
+        proc = subprocess.run([sys.executable, *flags, "-c", CLASSES, str(where), how],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert proc.returncode == 0, describe(proc)
+        runs[how] = json.loads(proc.stdout)
+    assert len(runs["source"]) > 50
+    assert runs["zipapp"] == runs["source"]
