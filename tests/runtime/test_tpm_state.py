@@ -4,6 +4,7 @@ with nothing changed."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import Machina, assert_error, assert_ok, describe, make_config
+from .support import Machina, assert_error, assert_ok, describe, fake_program, make_config
 
 ID = "8b18191a-234f-45ce-b43c-b46e28cd2f70"
 
@@ -174,3 +175,34 @@ def test_a_pool_others_may_change_is_refused(machina: Machina, tmp_path: Path) -
     assert_error(machina.run("prepare", "--tpm", "vm", config_dir=conf),
                  "may be changed by a user other than root")
     assert not data.exists()
+
+
+@pytest.mark.parametrize("verb", ["enable", "disable", "start", "stop", "status"])
+def test_systemctl_verbs_act_on_the_swtpm_unit_too(machina: Machina, tmp_path: Path,
+                                                   verb: str) -> None:
+    """One systemctl call per command: the machine's unit (as the reference names it),
+    then its swtpm unit; a machine without a TPM gets its own unit only (D21)."""
+    conf, _ = config(tmp_path)
+    make_config(conf, None, {"plain": {"id": ID.replace("8b18", "7b18"),
+                                       "attrs": {"memory": {"ram": 256}}}})
+    log = tmp_path / "log"
+    fake_program(tmp_path / "bin" / "systemctl",
+                 "import json, os, sys\n"
+                 "open(os.environ['LOG'], 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
+    proc = machina.run(verb, "vm", "plain", config_dir=conf,
+                       env={"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+                            "LOG": str(log)})
+    assert_ok(proc)
+    assert log.read_text().splitlines() == [
+        json.dumps([verb, "machina-vm", "machina-swtpm@vm.service", "machina-plain"])]
+
+
+def test_list_shows_the_swtpm_unit_under_its_machine(machina: Machina, tmp_path: Path) -> None:
+    conf, _ = config(tmp_path)
+    make_config(conf, None, {"plain": {"id": ID.replace("8b18", "7b18"),
+                                       "attrs": {"memory": {"ram": 256}}}})
+    proc = machina.run("list", "--offline", config_dir=conf)
+    assert_ok(proc)
+    assert proc.stdout == ("plain    \n"
+                           "vm       \n"
+                           "  └ swtpm  (machina-swtpm@vm.service)\n"), describe(proc)
