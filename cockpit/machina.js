@@ -193,6 +193,24 @@
         return lines.join(" \\\n    ");
     }
 
+    /* preview --json, whose failure to run is one more error to show */
+    function previewSafely(request) {
+        return machinaPreview(request).catch(ex => ({
+            ok: false, machines: [], errors: [{ file: null, path: null, message: ex.message || String(ex), hints: [] }]
+        }));
+    }
+
+    /* fn, called 250 ms after the last of a burst of calls (one preview per pause in typing) */
+    function debounced(fn) {
+        let timer = null;
+        const call = () => {
+            window.clearTimeout(timer);
+            timer = window.setTimeout(fn, 250);
+        };
+        call.cancel = () => window.clearTimeout(timer);
+        return call;
+    }
+
     function parseJson(text) {
         try {
             return JSON.parse(text);
@@ -612,6 +630,40 @@
         return /^-?[0-9]+$/.test(t) ? Number(t) : t;
     }
 
+    /* the input of one field of a list item or map entry: text, select, check, or pairs (an
+     * object of strings, one "key = value" a line); a field emptied is removed */
+    function itemInput(id, kind, choices, item, field, changed) {
+        const value = item && typeof item === "object" ? item[field] : undefined;
+        const update = v => {
+            if (item && typeof item === "object") {
+                if (v === "" || v === false)
+                    delete item[field];
+                else
+                    item[field] = v;
+            }
+            changed();
+        };
+        if (kind === "select")
+            return select(id, choices, value, ev => update(ev.target.value));
+        if (kind === "check")
+            return h("input", { type: "checkbox", id, checked: value === true, onchange: ev => update(ev.target.checked) });
+        if (kind === "pairs") {
+            const input = h("textarea", { class: "pf-c-form-control", id, rows: 2, placeholder: "class = mdev type, one a line" });
+            input.value = Object.entries(value || {}).map(([a, b]) => `${a} = ${b}`).join("\n");
+            input.addEventListener("input", () => {
+                const out = {};
+                for (const line of input.value.split("\n")) {
+                    const at = line.indexOf("=");
+                    if (at > 0)
+                        out[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+                }
+                update(Object.keys(out).length ? out : "");
+            });
+            return input;
+        }
+        return textInput(id, value, ev => update(ev.target.value));
+    }
+
     function formGroup(label, id, control, help, note) {
         return h("div", { class: "pf-c-form__group" },
                  h("div", { class: "pf-c-form__group-label" },
@@ -644,7 +696,6 @@
         let machineName = creating ? "" : name;
         let errors = [];
         let needed = new Set();
-        let timer = null;
         let seq = 0;
         let lastDoc = null;
         const saveBtn = button("Save", () => save(false), { variant: "secondary", id: "save" });
@@ -686,15 +737,7 @@
                                                     columns.map(([field, kind, choices]) => {
                                                         const id = `${key}-${i}-${field}`;
                                                         const ptr = `/${key}/${i}/${field}`;
-                                                        let input;
-                                                        const value = item && typeof item === "object" ? item[field] : undefined;
-                                                        const update = v => { if (item && typeof item === "object") { if (v === "" || v === false) delete item[field]; else item[field] = v } changed() };
-                                                        if (kind === "select")
-                                                            input = select(id, choices, value, ev => update(ev.target.value));
-                                                        else if (kind === "check")
-                                                            input = h("input", { type: "checkbox", id, checked: value === true, onchange: ev => update(ev.target.checked) });
-                                                        else
-                                                            input = textInput(id, value, ev => update(ev.target.value));
+                                                        const input = itemInput(id, kind, choices, item, field, changed);
                                                         const help = fields.add(f, ptr, input);
                                                         return h("div", { class: "machina-cell machina-cell-" + kind },
                                                                  h("label", { class: "pf-c-form__label", for: id }, field), input, help);
@@ -776,15 +819,11 @@
             fields.show(errors);
         }
 
-        function changed() {
-            window.clearTimeout(timer);
-            timer = window.setTimeout(check, 250);
-        }
+        const changed = debounced(check);
 
         async function check() {
             const mine = ++seq;
-            const doc = await machinaPreview({ host: null, machines: { [machineName]: text() } })
-                    .catch(ex => ({ ok: false, errors: [{ file: null, path: null, message: ex.message || String(ex), hints: [] }], machines: [] }));
+            const doc = await previewSafely({ host: null, machines: { [machineName]: text() } });
             if (mine !== seq)
                 return;
             lastDoc = doc;
@@ -923,7 +962,7 @@
             build();
             check();
         })();
-        return { stop() { window.clearTimeout(timer) }, permission: check };
+        return { stop() { changed.cancel() }, permission: check };
     }
 
     /* host configuration: pools, networks, mediated devices, tags */
@@ -937,7 +976,6 @@
         let loaded = { content: null, tag: "-" };
         let errors = [];
         let local = [];
-        let timer = null;
         let seq = 0;
         const saveBtn = button("Save", save, { variant: "primary", id: "save" });
         section.append(breadcrumb(["Virtual machines", []], ["Host configuration"]),
@@ -970,26 +1008,8 @@
                 }, { "data-entry": entry });
                 const cells = columns.map(([field, kind, choices]) => {
                     const id = `${key}-${i}-${field}`;
-                    const value = item && typeof item === "object" ? item[field] : undefined;
-                    const update = v => { if (item && typeof item === "object") { if (v === "" || v === false) delete item[field]; else item[field] = v } changed() };
                     let input;
-                    if (kind === "select")
-                        input = select(id, choices, value, ev => update(ev.target.value));
-                    else if (kind === "check")
-                        input = h("input", { type: "checkbox", id, checked: value === true, onchange: ev => update(ev.target.checked) });
-                    else if (kind === "pairs") {
-                        input = h("textarea", { class: "pf-c-form-control", id, rows: 2, placeholder: "class = mdev type, one a line" });
-                        input.value = Object.entries(value || {}).map(([a, b]) => `${a} = ${b}`).join("\n");
-                        input.addEventListener("input", () => {
-                            const out = {};
-                            for (const line of input.value.split("\n")) {
-                                const at = line.indexOf("=");
-                                if (at > 0)
-                                    out[line.slice(0, at).trim()] = line.slice(at + 1).trim();
-                            }
-                            update(Object.keys(out).length ? out : "");
-                        });
-                    } else if (kind === "json") {
+                    if (kind === "json") {
                         input = h("textarea", { class: "pf-c-form-control machina-json", id, rows: 6 });
                         input.value = JSON.stringify(item, null, 2);
                         input.addEventListener("input", () => {
@@ -1003,7 +1023,7 @@
                             changed();
                         });
                     } else
-                        input = textInput(id, value, ev => update(ev.target.value));
+                        input = itemInput(id, kind, choices, item, field, changed);
                     const ptr = kind === "json" ? `/${key}/${esc(entry)}` : `/${key}/${esc(entry)}/${field}`;
                     const help = fields.add(HOST_LABEL, ptr, input);
                     return h("div", { class: "machina-cell machina-cell-" + kind }, h("label", { class: "pf-c-form__label", for: id }, field), input, help);
@@ -1042,15 +1062,11 @@
             fields.show(errors);
         }
 
-        function changed() {
-            window.clearTimeout(timer);
-            timer = window.setTimeout(check, 250);
-        }
+        const changed = debounced(check);
 
         async function check() {
             const mine = ++seq;
-            const doc = await machinaPreview({ host: pretty(obj), machines: {} })
-                    .catch(ex => ({ ok: false, errors: [{ file: null, path: null, message: ex.message || String(ex), hints: [] }], machines: [] }));
+            const doc = await previewSafely({ host: pretty(obj), machines: {} });
             if (mine !== seq)
                 return;
             errors = [...local, ...(doc.errors || [])];
@@ -1092,7 +1108,7 @@
             build();
             check();
         })();
-        return { stop() { window.clearTimeout(timer) }, permission: check };
+        return { stop() { changed.cancel() }, permission: check };
     }
 
     document.addEventListener("DOMContentLoaded", () => {

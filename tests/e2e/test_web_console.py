@@ -8,6 +8,7 @@ it is set, else to the test's temporary directory.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -89,14 +90,20 @@ class Site:
                  "vars": {"seat": "7"}}, indent=2) + "\n")
             self.c.run(["machina", "generate", "web1"], check=True)
 
-    def login(self, user: tuple[str, str]) -> Any:
+    @contextlib.contextmanager
+    def login(self, user: tuple[str, str]) -> Iterator[Any]:
+        """A browser page logged in through Cockpit's login form (PAM), then our page."""
         page = self.browser.page()
-        page.goto(f"http://127.0.0.1:{LOGIN}/")
-        page.fill("#login-user-input", user[0])
-        page.fill("#login-password-input", user[1])
-        page.click("#login-button")
-        page.wait_for_selector("#nav-system", timeout=30_000)
-        return page
+        try:
+            page.goto(f"http://127.0.0.1:{LOGIN}/")
+            page.fill("#login-user-input", user[0])
+            page.fill("#login-password-input", user[1])
+            page.click("#login-button")
+            page.wait_for_selector("#nav-system", timeout=30_000)
+            page.goto(f"http://127.0.0.1:{LOGIN}/machina")
+            yield page
+        finally:
+            page.context.close()
 
 
 @pytest.fixture(scope="module")
@@ -356,79 +363,63 @@ def _frame(page: Any) -> Any:
 
 def test_user_without_admin_access_sees_but_cannot_change(site: Site) -> None:
     site.ensure_web1()
-    page = site.login(VIEWER)
-    try:
-        _viewer(site, page)
-    finally:
-        page.context.close()
-
-
-def _viewer(site: Site, page: Any) -> None:
-    e = expect()
-    page.goto(f"http://127.0.0.1:{LOGIN}/machina")
-    f = _frame(page)
-    row = f.locator("[data-machine='web1']")
-    e(row).to_be_visible()
-    e(f.locator(".machina-readonly")).to_contain_text("Read-only")
-    for button in ("#start-web1", "#create-machine"):
-        e(f.locator(button)).to_be_disabled()
-    e(f.locator("#autostart-web1")).to_be_disabled()
-    site.shot(page, "read-only")
-    page.goto(f"http://127.0.0.1:{LOGIN}/machina#/edit/web1")
-    e(f.locator("#preview-argv")).to_contain_text("-kernel")
-    f.locator("#description").fill("viewer was here")
-    e(f.locator("#save")).to_be_disabled()
-    e(f.locator("#apply")).to_be_disabled()
-    # not only the buttons: Cockpit itself refuses the privileged calls the page makes
-    frame = page.frame("cockpit1:localhost/machina")
-    before = site.file(f"{CONF}/web1.conf.json")
-    for argv in (["machina", "start", "web1"], ["machina", "generate", "web1"],
-                 ["machina", "stop", "web1"]):
-        got = frame.evaluate("argv => new Promise(done => cockpit.spawn(argv, {superuser: "
-                             "'require', err: 'message'}).then(() => done('ran'), "
-                             "ex => done('refused: ' + (ex.problem || ex.message))))", argv)
-        assert got.startswith("refused"), (argv, got)
-    got = frame.evaluate(
-        "p => new Promise(done => cockpit.file(p, {superuser: 'require'}).replace('{}')"
-        ".then(() => done('written'), ex => done('refused: ' + ex.problem)))",
-        f"{CONF}/web1.conf.json")
-    assert got.startswith("refused"), got
-    got = frame.evaluate(
-        "p => new Promise(done => cockpit.file(p).replace('{}')"
-        ".then(() => done('written'), ex => done('refused: ' + ex.problem)))",
-        f"{CONF}/web1.conf.json")
-    assert got.startswith("refused"), got
-    assert site.file(f"{CONF}/web1.conf.json") == before
-    assert site.c.unit_state("machina-web1.service") == "inactive"
+    with site.login(VIEWER) as page:
+        e = expect()
+        f = _frame(page)
+        row = f.locator("[data-machine='web1']")
+        e(row).to_be_visible()
+        e(f.locator(".machina-readonly")).to_contain_text("Read-only")
+        for button in ("#start-web1", "#create-machine"):
+            e(f.locator(button)).to_be_disabled()
+        e(f.locator("#autostart-web1")).to_be_disabled()
+        site.shot(page, "read-only")
+        page.goto(f"http://127.0.0.1:{LOGIN}/machina#/edit/web1")
+        e(f.locator("#preview-argv")).to_contain_text("-kernel")
+        f.locator("#description").fill("viewer was here")
+        e(f.locator("#save")).to_be_disabled()
+        e(f.locator("#apply")).to_be_disabled()
+        # not only the buttons: Cockpit itself refuses the privileged calls the page makes
+        frame = page.frame("cockpit1:localhost/machina")
+        before = site.file(f"{CONF}/web1.conf.json")
+        for argv in (["machina", "start", "web1"], ["machina", "generate", "web1"],
+                     ["machina", "stop", "web1"]):
+            got = frame.evaluate("argv => new Promise(done => cockpit.spawn(argv, {superuser: "
+                                 "'require', err: 'message'}).then(() => done('ran'), "
+                                 "ex => done('refused: ' + (ex.problem || ex.message))))", argv)
+            assert got.startswith("refused"), (argv, got)
+        got = frame.evaluate(
+            "p => new Promise(done => cockpit.file(p, {superuser: 'require'}).replace('{}')"
+            ".then(() => done('written'), ex => done('refused: ' + ex.problem)))",
+            f"{CONF}/web1.conf.json")
+        assert got.startswith("refused"), got
+        got = frame.evaluate(
+            "p => new Promise(done => cockpit.file(p).replace('{}')"
+            ".then(() => done('written'), ex => done('refused: ' + ex.problem)))",
+            f"{CONF}/web1.conf.json")
+        assert got.startswith("refused"), got
+        assert site.file(f"{CONF}/web1.conf.json") == before
+        assert site.c.unit_state("machina-web1.service") == "inactive"
 
 
 def test_administrator_can_after_escalation(site: Site) -> None:
     site.ensure_web1()
-    page = site.login(ADMIN)
-    try:
-        _administrator(site, page)
-    finally:
-        page.context.close()
-
-
-def _administrator(site: Site, page: Any) -> None:
-    e = expect()
-    page.goto(f"http://127.0.0.1:{LOGIN}/machina")
-    f = _frame(page)
-    e(f.locator("[data-machine='web1']")).to_be_visible()
-    e(f.locator("#start-web1")).to_be_disabled()
-    page.get_by_role("button", name="Limited access").click()
-    page.locator("input[type='password']").fill(ADMIN[1])
-    page.get_by_role("button", name="Authenticate").click()
-    e(page.get_by_text("Administrative access")).to_be_visible(timeout=30_000)
-    f = _frame(page)
-    e(f.locator("#start-web1")).to_be_enabled(timeout=20_000)
-    f.locator("#start-web1").click()
-    row = f.locator("[data-machine='web1']")
-    e(row.locator("[data-state]")).to_have_attribute("data-state", "active", timeout=30_000)
-    f.locator("#stop-web1").click()
-    e(row.locator("[data-state]")).to_have_attribute("data-state", "inactive", timeout=40_000)
-    assert site.c.unit_state("machina-web1.service") == "inactive"
+    with site.login(ADMIN) as page:
+        e = expect()
+        f = _frame(page)
+        e(f.locator("[data-machine='web1']")).to_be_visible()
+        e(f.locator("#start-web1")).to_be_disabled()
+        page.get_by_role("button", name="Limited access").click()
+        page.locator("input[type='password']").fill(ADMIN[1])
+        page.get_by_role("button", name="Authenticate").click()
+        e(page.get_by_text("Administrative access")).to_be_visible(timeout=30_000)
+        f = _frame(page)
+        e(f.locator("#start-web1")).to_be_enabled(timeout=20_000)
+        f.locator("#start-web1").click()
+        row = f.locator("[data-machine='web1']")
+        e(row.locator("[data-state]")).to_have_attribute("data-state", "active", timeout=30_000)
+        f.locator("#stop-web1").click()
+        e(row.locator("[data-state]")).to_have_attribute("data-state", "inactive", timeout=40_000)
+        assert site.c.unit_state("machina-web1.service") == "inactive"
 
 
 def test_remove_deletes_units_only(site: Site) -> None:
