@@ -243,3 +243,27 @@ def test_run_starts_swtpm_first_and_ends_it(machina_cmd: list[str], machina_env:
     assert (tmp_path / "tpm" / name / "state" / "tpm2-00.permall").stat().st_size > 1000
     leftover = subprocess.run(["pgrep", "-f", f"machina-swtpm/{name}/"], capture_output=True)
     assert leftover.returncode == 1, leftover.stdout
+
+
+@pytest.mark.parametrize("tpm_host", [False], indirect=True, ids=["root"])
+def test_a_crashed_qemu_is_restarted_with_its_tpm(tpm_host: TpmHost) -> None:
+    """Restart=on-failure still works with the pair: QEMU killed, swtpm (which QEMU did
+    not shut down) keeps or regains its place, and the VM comes back with its TPM."""
+    h, c = tpm_host, tpm_host.c
+    h.machina("generate", "vm")
+    h.machina("start", "vm")
+    h.wait_qmp()
+    pid = c.unit_properties(QEMU_UNIT, "MainPID")["MainPID"]
+    h.sh(f"kill -9 {pid}")
+    deadline = time.monotonic() + 40
+    while True:
+        new = c.unit_properties(QEMU_UNIT, "MainPID")["MainPID"]
+        if new not in ("0", pid) and c.unit_state(QEMU_UNIT) == "active":
+            break
+        assert time.monotonic() < deadline, c.journal(QEMU_UNIT) + c.journal(TPM_UNIT)
+        time.sleep(0.2)
+    h.wait_qmp()
+    (tpm,) = h.qmp({"execute": "query-tpm"})
+    assert tpm["return"][0]["model"] == "tpm-crb", (tpm, c.journal(TPM_UNIT))
+    assert c.unit_state(TPM_UNIT) == "active"
+    h.machina("stop", "vm")
