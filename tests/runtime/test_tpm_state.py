@@ -206,3 +206,23 @@ def test_list_shows_the_swtpm_unit_under_its_machine(machina: Machina, tmp_path:
     assert proc.stdout == ("plain    \n"
                            "vm       \n"
                            "  └ swtpm  (machina-swtpm@vm.service)\n"), describe(proc)
+
+
+def test_generate_writes_both_units_and_removes_a_stale_swtpm_unit(machina: Machina,
+                                                                   tmp_path: Path) -> None:
+    conf, _ = config(tmp_path)
+    units = tmp_path / "units"
+    units.mkdir()
+    assert_ok(machina.run("generate", "--unit-dir", str(units), "vm", config_dir=conf))
+    assert sorted(p.name for p in units.iterdir()) == ["machina-swtpm@vm.service",
+                                                       "machina-vm.service"]
+    preview = machina.run("generate", "--preview", "vm", config_dir=conf).stdout
+    assert preview == ("----machina-vm.service----\n"
+                       + (units / "machina-vm.service").read_text() + "\n"
+                       + "----machina-swtpm@vm.service----\n"
+                       + (units / "machina-swtpm@vm.service").read_text())
+    # the TPM switched off: the companion unit goes, the machine's unit stays
+    make_config(conf, None, {"vm": {"id": ID, "attrs": {"memory": {"ram": 256}}}})
+    assert_ok(machina.run("generate", "--unit-dir", str(units), "vm", config_dir=conf))
+    assert [p.name for p in units.iterdir()] == ["machina-vm.service"]
+    assert "tpm" not in (units / "machina-vm.service").read_text()
