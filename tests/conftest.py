@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from strictmode import unavailable
+
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 
@@ -77,5 +79,5 @@ def machina_env() -> dict[str, str]:
 def golden_cases() -> Path:
     d = shared_dir()
     if d is None:
-        pytest.skip("../shared/golden is absent (a user's clone has none)")
+        unavailable("../shared/golden is absent (a user's clone has none)")
     return d / "golden" / "cases"

@@ -22,6 +22,8 @@ from golden_support import (
     run_machina,
 )
 
+from strictmode import unavailable
+
 ERROR_PREFIX = "machina: error: "
 HINT_PREFIX = "  hint:"
 
@@ -96,7 +98,7 @@ def test_golden_command(
     tmp_path: Path,
 ) -> None:
     if from_expected():
-        pytest.skip(f"{FROM_EXPECTED_ENV} is set: machina is not run")
+        unavailable(f"{FROM_EXPECTED_ENV} is set: machina is not run")
     cmd = golden_command
     problem = judge(cmd, run_machina(machina_cmd, machina_env, cmd, cwd=tmp_path))
     if problem is not None:

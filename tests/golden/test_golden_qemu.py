@@ -63,6 +63,8 @@ from golden_support import (
     render_args_text,
 )
 
+from strictmode import unavailable
+
 pytestmark = [pytest.mark.qemu]
 
 QEMU = "qemu-system-x86_64"
@@ -140,7 +142,7 @@ def _firmware_pair() -> tuple[Path, Path]:
     for code, vars_ in OVMF_PAIRS:
         if (OVMF_DIR / code).is_file() and (OVMF_DIR / vars_).is_file():
             return OVMF_DIR / code, OVMF_DIR / vars_
-    pytest.skip(f"needs the ovmf package ({OVMF_DIR})")
+    unavailable(f"needs the ovmf package ({OVMF_DIR})")
 
 
 def _file_roles(options: Sequence[QemuOption]) -> dict[str, str]:

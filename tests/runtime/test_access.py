@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from strictmode import unavailable
+
 pytestmark = pytest.mark.root
 
 VM_ID = "3c9d6f1e-2b4a-4c8d-9e7f-1a2b3c4d5e6f"
@@ -96,7 +98,7 @@ def test_unreadable_shared_file_is_refused_with_the_fix(world: Path, tmp_path: P
     assert (after.st_gid, after.st_mode) == (before.st_gid, before.st_mode)
     # the fix the hint gives works (an ACL for exactly this group), where setfacl exists
     if subprocess.run(["sh", "-c", "command -v setfacl"], capture_output=True).returncode:
-        pytest.skip("setfacl is not installed")
+        unavailable("setfacl is not installed")
     subprocess.run(["setfacl", "-m", f"g:{gid}:r", str(iso)], check=True)
     assert _run(machina_cmd, machina_env, config, "prepare", "vm").returncode == 0
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from strictmode import unavailable
+
 from .fakesysfs import FakeKernel, MdevType, NoInotify
 from .support import Machina, assert_error, assert_ok, cat_devices, describe, make_config
 
@@ -112,7 +114,7 @@ def host(tmp_path: Path, machina: Machina) -> Iterator[Host]:
         h = Host(tmp_path, machina, LAYOUT)
         h.kernel.start()
     except NoInotify as exc:
-        pytest.skip(f"inotify is unavailable: {exc}")
+        unavailable(f"inotify is unavailable: {exc}")
     yield h
     h.kernel.stop()
 
@@ -129,7 +131,7 @@ def test_fake_kernel_detects_overlaps_and_duplicates(tmp_path: Path) -> None:
     try:
         kernel = FakeKernel(tmp_path / "sys", PARENTS, delay=0.5).start()
     except NoInotify as exc:
-        pytest.skip(f"inotify is unavailable: {exc}")
+        unavailable(f"inotify is unavailable: {exc}")
     try:
         u1, u2 = "00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002"
         (kernel.type_dir(C1, "nvidia-10") / "create").write_text(u1)
@@ -259,7 +261,7 @@ def host_x(tmp_path: Path, machina: Machina) -> Iterator[Host]:
         h = Host(tmp_path, machina, layout)
         h.kernel.start()
     except NoInotify as exc:
-        pytest.skip(f"inotify is unavailable: {exc}")
+        unavailable(f"inotify is unavailable: {exc}")
     yield h
     h.kernel.stop()
 
