@@ -1,8 +1,9 @@
 """Our own golden cases (tests/cases): the extensions beyond the reference, e.g. the host's
 `qemu.accel`/`qemu.cpu` and `attrs.boot`. Same format and rules as ../shared/golden.
 
-`pytest --update-golden` rewrites their expected files from the current machina; a
-reviewer reads the diff. (The reference cases in ../shared are never rewritten.)
+`pytest --update-golden` rewrites their expected files from the current machina and
+fails each test whose file it changed (a rewritten file is never compared with itself);
+a reviewer reads the diff. (The reference cases in ../shared are never rewritten.)
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ def test_extension_case(cmd: GoldenCommand, machina_cmd: list[str],
     got = run_machina(machina_cmd, machina_env, cmd, cwd=tmp_path)
     if request.config.getoption("--update-golden") and cmd.status == "ok" and \
             got.returncode == 0 and cmd.stdout_file is not None:
-        cmd.stdout_file.write_bytes(got.stdout)
+        old = cmd.stdout_file.read_bytes() if cmd.stdout_file.exists() else None
+        if old != got.stdout:  # never judged against what was just written
+            cmd.stdout_file.write_bytes(got.stdout)
+            pytest.fail(f"{cmd.stdout_file} rewritten: review the diff, then run the tests "
+                        "again without --update-golden", pytrace=False)
     problem = judge(cmd, got)
     if problem is not None:
         pytest.fail(f"machina --config-dir {cmd.case_dir} {' '.join(cmd.argv)} "

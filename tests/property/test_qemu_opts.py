@@ -10,10 +10,9 @@ non-printables) would be rendered as a bare name (`filename`, `path`, `mac`), wh
 reads as `name=on`: `opt()` must refuse it (PlanError); the tests accept either a refusal
 or an exact round trip, never a bare name.
 
-One known defect is kept out of the random inputs and pinned by strict xfail tests
-instead (so a fix shows up as XPASS):
-* KNOWN_NUL: a NUL character (JSON "\\u0000") is accepted and rendered; no argv word
-  can carry it, and systemd refuses the `\\x00` escape.
+A NUL character (JSON "\\u0000") is kept out of the random inputs: no argv word can
+carry it and systemd refuses the `\\x00` escape, so it is refused (decisions D25), which
+test_nul_in_a_value_is_refused and test_nul_in_a_config_string_is_refused check.
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ SPECIALS = [";", " ; ", "\\;", "%", "%%", "%n", "%i", "$", "$$", "${X}", "$X", '
             "\U0001f600", "`", "*", "&&", "|", ">"]
 _ANY_CHAR = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
 
-#: Any word machina could be asked to put on a command line (NUL excepted: KNOWN_NUL).
+#: Any word machina could be asked to put on a command line (NUL excepted: a word
+#: cannot hold it, and Command refuses it, which a test below checks).
 words = st.lists(st.one_of(st.sampled_from(SPECIALS), st.text(_ANY_CHAR, max_size=5)),
                  min_size=1, max_size=5).map("".join).filter(bool)
 #: An executable: systemd strips `@ - : + !` prefixes from it and refuses controls.
