@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,16 @@ def _swtpm() -> None:
             pytest.fail("swtpm and swtpm_setup are required in CI (apt-get install swtpm "
                         "swtpm-tools)")
         pytest.skip("needs swtpm and swtpm_setup (apt-get install swtpm swtpm-tools)")
+
+
+@pytest.fixture
+def searchable_tmp() -> Iterator[Path]:
+    """A directory the machine's group can search (pytest's tmp_path is below a 0700
+    one), for least-privilege tests."""
+    path = Path(tempfile.mkdtemp(prefix="machina-tpm-least-", dir="/tmp"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def config(tmp_path: Path, least: bool = False) -> tuple[Path, Path]:
@@ -117,13 +128,9 @@ def test_an_empty_state_directory_is_filled(machina: Machina, tmp_path: Path) ->
 
 
 @pytest.mark.root
-def test_least_privilege_hands_the_state_to_the_group(
-        machina: Machina, request: pytest.FixtureRequest) -> None:
-    # a pool whose directories the machine's group can search (pytest's are 0700)
-    tmp_path = Path(tempfile.mkdtemp(prefix="machina-tpm-least-", dir="/tmp"))
-    os.chmod(tmp_path, 0o755)
-    request.addfinalizer(lambda: shutil.rmtree(tmp_path, ignore_errors=True))
-    conf, data = config(tmp_path, least=True)
+def test_least_privilege_hands_the_state_to_the_group(machina: Machina,
+                                                      searchable_tmp: Path) -> None:
+    conf, data = config(searchable_tmp, least=True)
     assert_ok(machina.run("prepare", "--tpm", "vm", config_dir=conf), quiet_stderr=False)
     gid = data.stat().st_gid
     assert gid >= 65536                     # the machine's derived group
@@ -226,3 +233,29 @@ def test_generate_writes_both_units_and_removes_a_stale_swtpm_unit(machina: Mach
     assert_ok(machina.run("generate", "--unit-dir", str(units), "vm", config_dir=conf))
     assert [p.name for p in units.iterdir()] == ["machina-vm.service"]
     assert "tpm" not in (units / "machina-vm.service").read_text()
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("least", [False, True], ids=["root", "least"])
+def test_a_configured_socket_directory_is_made(machina: Machina, searchable_tmp: Path,
+                                               least: bool) -> None:
+    """attrs.tpm.socket.path: prepare makes its directory (systemd makes only the default
+    one): root's 0755, or the machine group's 2770 in least-privilege mode."""
+    import secrets
+
+    run_dir = Path(f"/run/machina-test-tpm-{secrets.token_hex(4)}")
+    conf, _ = config(searchable_tmp, least=least)
+    machine = json.loads((conf / "machine.conf.d" / "vm.conf.json").read_text())
+    machine["attrs"]["tpm"]["socket"] = {"path": f"{run_dir}/tpm.sock"}
+    make_config(conf, None, {"vm": machine})
+    try:
+        dry = machina.run("prepare", "--dry-run", "--tpm", "vm", config_dir=conf)
+        assert f"would create the TPM socket directory {run_dir}" in dry.stdout, describe(dry)
+        assert not run_dir.exists()
+        assert_ok(machina.run("prepare", "--tpm", "vm", config_dir=conf), quiet_stderr=False)
+        st = run_dir.stat()
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == ((0, 0o2770) if least else (0, 0o755))
+        if least:
+            assert st.st_gid >= 65536
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)

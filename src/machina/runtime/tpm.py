@@ -273,15 +273,14 @@ def hand_over(machine: Machine, tpm: TpmUse) -> None:
 
 def ensure_socket_dir(machine: Machine, tpm: TpmUse, default_dir: str) -> None:
     """A configured socket's directory (attrs.tpm.socket.path) exists: create it if
-    missing (swtpm creates the socket; systemd makes only the default directory)."""
+    missing (swtpm creates the socket; systemd makes only the default directory), with no
+    link followed: root's, or in least-privilege mode root:group 2770."""
     directory = os.path.dirname(tpm.socket)
     if directory == default_dir or os.path.isdir(directory):
         return
-    os.makedirs(directory, 0o755, exist_ok=True)
     if machine.least:
-        fd = _open_dir(directory)
-        try:
-            os.fchown(fd, -1, machine.group_id)
-            os.fchmod(fd, 0o2770)
-        finally:
-            os.close(fd)
+        safepath.make_group_dir(directory, machine.group_id)
+        return
+    with (safepath.open_dir_nofollow(os.path.dirname(directory)) as pfd,
+          contextlib.suppress(FileExistsError)):
+        os.mkdir(os.path.basename(directory), 0o755, dir_fd=pfd)
