@@ -1,16 +1,19 @@
-"""systemctl: one call for many units."""
+"""systemctl: one call for many units.
+
+proc (subprocess, threading, shutil: ~5 ms) is imported by the calls that run systemctl,
+not by the module: `list --offline` needs UnitState alone (bench/bench_commands.py).
+"""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from machina.runtime import proc
 
 
 def systemctl(verb: str, units: Sequence[str]) -> None:
     """`systemctl VERB UNIT…` with inherited stdio; a failure raises `exit status N`."""
+    from machina.runtime import proc
+
     proc.run(["systemctl", verb, *units])
 
 
@@ -49,6 +52,10 @@ def _int(text: str) -> int:
 
 def unit_states(units: Sequence[str]) -> dict[str, UnitState]:
     """The states of many units with a single `systemctl show`; {} when systemd is absent."""
+    import shutil
+
+    from machina.runtime import proc
+
     if not units or shutil.which("systemctl") is None:
         return {}
     try:
