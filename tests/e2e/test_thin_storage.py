@@ -31,17 +31,14 @@ import pytest
 from guests import QBOOT, qmp_args, qmp_session, start_guest
 
 from guest.linux import (
-    S_IFREG,
-    Entry,
+    INIT_MOUNTS,
     Kernel,
     LinuxGuestError,
-    _module_bytes,
-    _strip_ko,
     cpio_newc,
     find_kernel,
     find_static_busybox,
     initramfs_entries,
-    modules_in_load_order,
+    numbered_modules,
 )
 from machina.config.load import ConfigDir
 from machina.core import Configs
@@ -54,12 +51,7 @@ MIB = 1 << 20
 DISK_MODULES = ("kernel/drivers/virtio/virtio_pci.ko", "kernel/drivers/block/virtio_blk.ko",
                 "kernel/drivers/scsi/virtio_scsi.ko", "kernel/drivers/scsi/sd_mod.ko")
 
-INIT = r"""#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
+INIT = INIT_MOUNTS + r"""
 for m in /lib/modules/disk/*.ko; do insmod "$m" || echo "insmod $m failed"; done
 tries=0
 until [ $(ls /sys/block | grep -c -E '^(sd|vd)') -ge 4 ]; do
@@ -78,13 +70,9 @@ poweroff -f
 
 
 def build_initramfs(out: Path, kernel: Kernel) -> Path:
-    modules: dict[str, bytes] = {}
-    for i, listed in enumerate(modules_in_load_order(kernel, DISK_MODULES)):
-        name = Path(_strip_ko(listed)).name
-        modules[f"disk/{i:02d}-{name}.ko"] = _module_bytes(kernel, _strip_ko(listed) + ".ko")
-    entries = [e if e.name != "init" else Entry("init", S_IFREG | 0o755, INIT.encode())
-               for e in initramfs_entries(find_static_busybox().read_bytes(), modules)]
-    out.write_bytes(cpio_newc(entries))
+    modules = numbered_modules(kernel, DISK_MODULES, "disk")
+    out.write_bytes(cpio_newc(initramfs_entries(find_static_busybox().read_bytes(), modules,
+                                                INIT)))
     return out
 
 

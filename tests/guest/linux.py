@@ -38,12 +38,16 @@ MODULES = ("kernel/drivers/input/evdev.ko", "kernel/drivers/acpi/button.ko")
 # built into the kernel (modules.builtin) is skipped.
 NET_MODULES = ("kernel/drivers/virtio/virtio_pci.ko", "kernel/drivers/net/virtio_net.ko")
 
-INIT = r"""#!/bin/busybox sh
+#: How every busybox init here starts: the applets, /proc, /sys and /dev (the script goes
+#: on after it, from a new line).
+INIT_MOUNTS = r"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
+mount -t devtmpfs devtmpfs /dev"""
+
+INIT = INIT_MOUNTS + r"""
 for m in /lib/modules/*.ko; do insmod "$m" || echo "insmod $m failed"; done
 guest_ip=
 for w in $(cat /proc/cmdline); do
@@ -202,12 +206,13 @@ def modules_in_load_order(kernel: Kernel, wanted: Iterable[str]) -> list[str]:
     return order
 
 
-def _net_modules(kernel: Kernel) -> dict[str, bytes]:
-    """``net/NN-name.ko`` → contents, NN giving the load order."""
+def numbered_modules(kernel: Kernel, wanted: Iterable[str], subdir: str) -> dict[str, bytes]:
+    """``subdir/NN-name.ko`` → contents, for ``wanted`` and their dependencies, NN giving
+    the load order (an init loads ``/lib/modules/subdir/*.ko`` in the glob's order)."""
     out = {}
-    for i, listed in enumerate(modules_in_load_order(kernel, NET_MODULES)):
+    for i, listed in enumerate(modules_in_load_order(kernel, wanted)):
         name = Path(_strip_ko(listed)).name
-        out[f"net/{i:02d}-{name}.ko"] = _module_bytes(kernel, _strip_ko(listed) + ".ko")
+        out[f"{subdir}/{i:02d}-{name}.ko"] = _module_bytes(kernel, _strip_ko(listed) + ".ko")
     return out
 
 
@@ -241,9 +246,9 @@ def cpio_newc(entries: Iterable[Entry]) -> bytes:
     return bytes(out)
 
 
-def initramfs_entries(busybox: bytes, modules: dict[str, bytes]) -> list[Entry]:
+def initramfs_entries(busybox: bytes, modules: dict[str, bytes], init: str = INIT) -> list[Entry]:
     """``modules`` maps a path below ``lib/modules`` (``evdev.ko``, ``net/00-x.ko``)
-    to its contents; subdirectories are created."""
+    to its contents; subdirectories are created. ``init`` is the ``/init`` script."""
     d, x = S_IFDIR | 0o755, S_IFREG | 0o755
     subdirs = sorted({str(p) for name in modules for p in Path(name).parents
                       if str(p) != "."})
@@ -254,7 +259,7 @@ def initramfs_entries(busybox: bytes, modules: dict[str, bytes]) -> list[Entry]:
         Entry("proc", d), Entry("run", d), Entry("sys", d), Entry("tmp", S_IFDIR | 0o1777),
         Entry("dev/console", S_IFCHR | 0o600, rdev=(5, 1)),
         Entry("bin/busybox", x, busybox),
-        Entry("init", x, INIT.encode()),
+        Entry("init", x, init.encode()),
         Entry("etc/acpi/PWRF/00000080", x, POWER_BUTTON.encode()),
         *(Entry(f"lib/modules/{name}", S_IFREG | 0o644, data)
           for name, data in sorted(modules.items())),
@@ -266,7 +271,7 @@ def build_linux_initramfs(outdir: Path, kernel: Kernel | None = None) -> Path:
     kernel = kernel or find_kernel()
     busybox = find_static_busybox().read_bytes()
     modules = {Path(rel).name: _module_bytes(kernel, rel) for rel in MODULES}
-    modules.update(_net_modules(kernel))
+    modules.update(numbered_modules(kernel, NET_MODULES, "net"))
     archive = cpio_newc(initramfs_entries(busybox, modules))
     digest = hashlib.sha256(archive).hexdigest()[:16]
     outdir.mkdir(parents=True, exist_ok=True)
