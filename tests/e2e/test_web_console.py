@@ -90,6 +90,13 @@ class Site:
                  "vars": {"seat": "7"}}, indent=2) + "\n")
             self.c.run(["machina", "generate", "web1"], check=True)
 
+    def edit_web1(self) -> tuple[Any, Any]:
+        """web1's edit page, once its preview is drawn."""
+        self.ensure_web1()
+        page, f = self.open("/edit/web1")
+        expect()(f.locator("#preview-argv")).to_contain_text("-kernel")
+        return page, f
+
     @contextlib.contextmanager
     def login(self, user: tuple[str, str]) -> Iterator[Any]:
         """A browser page logged in through Cockpit's login form (PAM), then our page."""
@@ -201,10 +208,8 @@ def test_create_from_tags_validate_preview_apply_start_shutdown(site: Site) -> N
 
 def test_edit_pinned_machine_shows_guest_visible_changes_before_applying(site: Site) -> None:
     e = expect()
-    site.ensure_web1()
     # pin web1 to a machine type version: the page shows what the guest will notice
-    page, f = site.open("/edit/web1")
-    e(f.locator("#preview-argv")).to_contain_text("-kernel")
+    page, f = site.edit_web1()
     f.locator("#machine-type").fill("pc-q35-7.2")
     changes = f.locator("#changes")
     e(changes).to_contain_text("The guest will notice")
@@ -240,9 +245,7 @@ def test_edit_pinned_machine_shows_guest_visible_changes_before_applying(site: S
 
 def test_concurrent_edit_is_detected_not_lost(site: Site) -> None:
     e = expect()
-    site.ensure_web1()
-    page, f = site.open("/edit/web1")
-    e(f.locator("#preview-argv")).to_contain_text("-kernel")
+    page, f = site.edit_web1()
     f.locator("#description").fill("edited in the browser")
     # meanwhile, someone else changes the file on disk
     theirs = json.loads(site.file(f"{CONF}/web1.conf.json") or "{}")
