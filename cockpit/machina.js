@@ -181,6 +181,15 @@
         }
     }
 
+    /* what a failed writeConfig() shows: a conflict with the version on disk, or the error */
+    function saveFailed(ex) {
+        if (!(ex instanceof Conflict))
+            return alert("danger", "Saving failed", ex.message || String(ex));
+        return alert("danger", "Conflict: the file was changed on disk", h("p", { id: "conflict" }, ex.message),
+                     h("p", {}, "The version on disk:"), codeBlock(ex.onDisk === null ? "(removed)" : ex.onDisk, "conflict-disk"),
+                     h("p", {}, button("Discard my changes and load it", () => render(), { variant: "link", id: "conflict-reload" })));
+    }
+
     /* argv shown as the unit shows it: one option and its value a line */
     function commandLine(argv) {
         const lines = [];
@@ -209,6 +218,28 @@
         };
         call.cancel = () => window.clearTimeout(timer);
         return call;
+    }
+
+    /* check() runs preview --json of request() and hands draw(doc, n) the answer unless a
+     * later check has started meanwhile; changed() checks after a pause in typing */
+    function previewChecks(request, draw) {
+        let seq = 0;
+        const check = async () => {
+            const mine = ++seq;
+            const doc = await previewSafely(request());
+            if (mine === seq)
+                draw(doc, mine);
+        };
+        return { check, changed: debounced(check) };
+    }
+
+    /* a key as one token of a JSON Pointer (RFC 6901) */
+    function pointerToken(key) {
+        return key.replace(/~/g, "~0").replace(/\//g, "~1");
+    }
+
+    function isObject(v) {
+        return v !== null && typeof v === "object" && !Array.isArray(v);
     }
 
     function parseJson(text) {
@@ -664,6 +695,12 @@
         return textInput(id, value, ev => update(ev.target.value));
     }
 
+    /* one field of a list item or map entry, with its label and error slot */
+    function itemCell(id, kind, label, input, help) {
+        return h("div", { class: "machina-cell machina-cell-" + kind },
+                 h("label", { class: "pf-c-form__label", for: id }, label), input, help);
+    }
+
     function formGroup(label, id, control, help, note) {
         return h("div", { class: "pf-c-form__group" },
                  h("div", { class: "pf-c-form__group-label" },
@@ -696,7 +733,6 @@
         let machineName = creating ? "" : name;
         let errors = [];
         let needed = new Set();
-        let seq = 0;
         let lastDoc = null;
         const saveBtn = button("Save", () => save(false), { variant: "secondary", id: "save" });
         const applyBtn = button("Save and apply", () => save(true), { variant: "primary", id: "apply" });
@@ -739,8 +775,7 @@
                                                         const ptr = `/${key}/${i}/${field}`;
                                                         const input = itemInput(id, kind, choices, item, field, changed);
                                                         const help = fields.add(f, ptr, input);
-                                                        return h("div", { class: "machina-cell machina-cell-" + kind },
-                                                                 h("label", { class: "pf-c-form__label", for: id }, field), input, help);
+                                                        return itemCell(id, kind, field, input, help);
                                                     }),
                                                     button("Remove", () => { obj[key].splice(i, 1); if (!obj[key].length) delete obj[key]; build(); changed() }, { variant: "link", id: `${key}-${i}-remove` }),
                                                     fields.add(f, `/${key}/${i}`, null)));
@@ -778,7 +813,7 @@
             const varRows = varNames.map((v, i) => {
                 const id = `var-${i}`;
                 const input = textInput(id, vars[v], ev => { setAt(obj, ["vars", v], ev.target.value); changed() }, { "data-var": v });
-                return formGroup(v, id, input, fields.add(f, `/vars/${v.replace(/~/g, "~0").replace(/\//g, "~1")}`, input),
+                return formGroup(v, id, input, fields.add(f, `/vars/${pointerToken(v)}`, input),
                                  needed.has(v) && !(v in vars) ? "needed by a pattern of the chosen tags" : null);
             });
             const newVar = textInput("new-var", "", null, { placeholder: "name", "aria-label": "New variable name" });
@@ -819,13 +854,9 @@
             fields.show(errors);
         }
 
-        const changed = debounced(check);
+        const { check, changed } = previewChecks(() => ({ host: null, machines: { [machineName]: text() } }), checked);
 
-        async function check() {
-            const mine = ++seq;
-            const doc = await previewSafely({ host: null, machines: { [machineName]: text() } });
-            if (mine !== seq)
-                return;
+        function checked(doc, n) {
             lastDoc = doc;
             /* the machine's own file is keyed by MACHINE_KEY, whatever its name is now */
             errors = (doc.errors || []).map(e => (e.file === label() ? { ...e, file: MACHINE_KEY, shown: e.file } : e));
@@ -850,7 +881,7 @@
             saveBtn.disabled = bad;
             applyBtn.disabled = bad;
             saveBtn.title = applyBtn.title = !admin() ? READ_ONLY : undefined;
-            formBox.dataset.checked = String(mine);
+            formBox.dataset.checked = String(n);
         }
 
         function drawPreview(doc) {
@@ -925,13 +956,7 @@
                 if (creating)
                     go("edit", machineName);
             } catch (ex) {
-                if (ex instanceof Conflict) {
-                    status.replaceChildren(alert("danger", "Conflict: the file was changed on disk", h("p", { id: "conflict" }, ex.message),
-                                                 h("p", {}, "The version on disk:"), codeBlock(ex.onDisk === null ? "(removed)" : ex.onDisk, "conflict-disk"),
-                                                 h("p", {}, button("Discard my changes and load it", () => render(), { variant: "link", id: "conflict-reload" }))));
-                } else {
-                    status.replaceChildren(alert("danger", "Saving failed", ex.message || String(ex)));
-                }
+                status.replaceChildren(saveFailed(ex));
             } finally {
                 saveBtn.disabled = applyBtn.disabled = errors.length > 0 || !admin();
             }
@@ -952,7 +977,7 @@
                     return;
                 }
                 obj = parseJson(loaded.content);
-                if (obj === null || typeof obj !== "object" || Array.isArray(obj)) {
+                if (!isObject(obj)) {
                     general.replaceChildren(alert("danger", `${machineLabel(name)} is not a JSON object`, "Fix it with a text editor; the form edits JSON objects only."));
                     return;
                 }
@@ -976,7 +1001,6 @@
         let loaded = { content: null, tag: "-" };
         let errors = [];
         let local = [];
-        let seq = 0;
         const saveBtn = button("Save", save, { variant: "primary", id: "save" });
         section.append(breadcrumb(["Virtual machines", []], ["Host configuration"]),
                        h("h1", { class: "pf-c-title pf-m-2xl" }, "Host configuration"),
@@ -988,13 +1012,9 @@
                              button("Cancel", () => go(), { variant: "link" }))),
                          h("div", { class: "machina-preview-col" }, card("As machina reads it (machina cat system)", summary))));
 
-        function esc(k) {
-            return k.replace(/~/g, "~0").replace(/\//g, "~1");
-        }
-
         /* one table of named entries (a JSON object of objects) */
         function mapSection(key, what, columns, singular) {
-            const map = obj[key] && typeof obj[key] === "object" && !Array.isArray(obj[key]) ? obj[key] : {};
+            const map = isObject(obj[key]) ? obj[key] : {};
             const rows = Object.keys(map).map((entry, i) => {
                 const item = map[entry];
                 const nameId = `${key}-${i}-name`;
@@ -1018,15 +1038,15 @@
                                 local = local.filter(e => e.id !== id);
                             } catch (ex) {
                                 local = local.filter(e => e.id !== id);
-                                local.push({ id, file: HOST_LABEL, path: `/${key}/${esc(entry)}`, message: `not JSON: ${ex.message}`, hints: [] });
+                                local.push({ id, file: HOST_LABEL, path: `/${key}/${pointerToken(entry)}`, message: `not JSON: ${ex.message}`, hints: [] });
                             }
                             changed();
                         });
                     } else
                         input = itemInput(id, kind, choices, item, field, changed);
-                    const ptr = kind === "json" ? `/${key}/${esc(entry)}` : `/${key}/${esc(entry)}/${field}`;
+                    const ptr = kind === "json" ? `/${key}/${pointerToken(entry)}` : `/${key}/${pointerToken(entry)}/${field}`;
                     const help = fields.add(HOST_LABEL, ptr, input);
-                    return h("div", { class: "machina-cell machina-cell-" + kind }, h("label", { class: "pf-c-form__label", for: id }, field), input, help);
+                    return itemCell(id, kind, field, input, help);
                 });
                 return h("div", { class: "machina-row", "data-row": `${key}-${i}` },
                          h("div", { class: "machina-cell" }, h("label", { class: "pf-c-form__label", for: nameId }, "name"), nameInput),
@@ -1062,19 +1082,15 @@
             fields.show(errors);
         }
 
-        const changed = debounced(check);
+        const { check, changed } = previewChecks(() => ({ host: pretty(obj), machines: {} }), checked);
 
-        async function check() {
-            const mine = ++seq;
-            const doc = await previewSafely({ host: pretty(obj), machines: {} });
-            if (mine !== seq)
-                return;
+        function checked(doc, n) {
             errors = [...local, ...(doc.errors || [])];
             fields.show(errors);
             summary.replaceChildren(doc.system ? codeBlock(doc.system, "system-text") : h("p", { class: "machina-muted" }, "—"));
             saveBtn.disabled = errors.length > 0 || !admin();
             saveBtn.title = admin() ? undefined : READ_ONLY;
-            formBox.dataset.checked = String(mine);
+            formBox.dataset.checked = String(n);
         }
 
         async function save() {
@@ -1084,12 +1100,7 @@
                 loaded = { content, tag: await writeConfig(HOST_PATH, content, loaded.tag) };
                 status.replaceChildren(alert("success", `Saved ${HOST_PATH}`, `The previous version is kept as ${HOST_PATH}.bak. Apply each machine (Edit → Save and apply) to regenerate its unit.`));
             } catch (ex) {
-                if (ex instanceof Conflict)
-                    status.replaceChildren(alert("danger", "Conflict: the file was changed on disk", h("p", { id: "conflict" }, ex.message),
-                                                 codeBlock(ex.onDisk === null ? "(removed)" : ex.onDisk, "conflict-disk"),
-                                                 button("Discard my changes and load it", () => render(), { variant: "link", id: "conflict-reload" })));
-                else
-                    status.replaceChildren(alert("danger", "Saving failed", ex.message || String(ex)));
+                status.replaceChildren(saveFailed(ex));
             }
         }
 
@@ -1101,7 +1112,7 @@
                 return;
             }
             obj = parseJson(loaded.content || "{}");
-            if (obj === null || typeof obj !== "object" || Array.isArray(obj)) {
+            if (!isObject(obj)) {
                 general.replaceChildren(alert("danger", `${HOST_PATH} is not a JSON object`, "Fix it with a text editor; the form edits JSON objects only."));
                 return;
             }
