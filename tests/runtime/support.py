@@ -97,6 +97,23 @@ def assert_error(proc: subprocess.CompletedProcess[str], *fragments: str,
     return joined
 
 
+def json_outcome(proc: subprocess.CompletedProcess[str], command: str, *, ok: bool,
+                 listed: str = "errors", error: str = ERROR_PREFIX) -> Any:
+    """A `--json` command's document, checked against docs/json.md (schemas.py): exit 0,
+    ok true and nothing under `listed`; or exit 1, stderr starting with `error`, ok
+    false and something listed."""
+    from schemas import parse_document
+
+    if ok:
+        assert_ok(proc)
+    else:
+        assert proc.returncode == 1, describe(proc)
+        assert proc.stderr.startswith(error), describe(proc)
+    doc = parse_document(proc.stdout, command)
+    assert doc["ok"] is ok and (doc[listed] == []) is ok, describe(proc)
+    return doc
+
+
 def write_json(path: Path, data: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent="\t") + "\n", encoding="utf-8")

@@ -15,9 +15,7 @@ from typing import Any
 
 import pytest
 
-from schemas import parse_document
-
-from .support import Machina, assert_ok, describe, make_config
+from .support import Machina, assert_ok, describe, json_outcome, make_config
 
 MEM = {"memory": {"ram": 256}}
 
@@ -108,14 +106,8 @@ def run_check(machina: Machina, *args: str, config: Path | None = None,
         proc = subprocess.run(["ip", "netns", "exec", netns, *machina.cmd, *pre, "check",
                                "--json", *args], env=machina.environ(), capture_output=True,
                               text=True, timeout=120)
-    if ok:
-        assert_ok(proc)
-    else:
-        assert proc.returncode == 1, describe(proc)
-        assert proc.stderr.startswith("machina: error: check found "), describe(proc)
-    doc = parse_document(proc.stdout, "check")
-    assert doc["ok"] is ok and (doc["problems"] == []) is ok, describe(proc)
-    return doc
+    return json_outcome(proc, "check", ok=ok, listed="problems",
+                        error="machina: error: check found ")
 
 
 def _by_kind(doc: Any) -> dict[str, list[Any]]:

@@ -14,7 +14,7 @@ import pytest
 from machina.report import json_pointer
 from schemas import parse_document
 
-from .support import Machina, assert_ok, describe, fake_program, make_config
+from .support import Machina, assert_ok, fake_program, json_outcome, make_config
 
 ID = "8b18191a-234f-45ce-b43c-b46e28cd2f7{}"
 
@@ -61,15 +61,8 @@ def config(tmp_path: Path) -> Path:
 
 def run_json(machina: Machina, config: Path, command: str, *args: str,
              env: dict[str, str | None] | None = None, ok: bool = True) -> Any:
-    proc = machina.run(command, "--json", *args, config_dir=config, env=env)
-    if ok:
-        assert_ok(proc)
-    else:
-        assert proc.returncode == 1, describe(proc)
-        assert proc.stderr.startswith("machina: error: "), describe(proc)
-    doc = parse_document(proc.stdout, command)
-    assert doc["ok"] is ok and (doc["errors"] == []) is ok, describe(proc)
-    return doc
+    return json_outcome(machina.run(command, "--json", *args, config_dir=config, env=env),
+                        command, ok=ok)
 
 
 def test_json_pointer_from_error_paths() -> None:
