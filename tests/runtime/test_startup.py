@@ -118,11 +118,17 @@ def test_args_cat_generate_list_import_no_runtime_library(pyz: Path,  # noqa: F8
         assert _runtime_imports(modules) == [], f"{argv} imported {_runtime_imports(modules)}"
 
 
-def test_shutdown_does_import_qemu_qmp(pyz: Path, tmp_path: Path) -> None:  # noqa: F811
-    """The other side of the guard: `_modules_after` sees a lazily imported library."""
+def test_query_does_import_qemu_qmp_and_shutdown_does_not(pyz: Path,  # noqa: F811
+                                                          tmp_path: Path) -> None:
+    """The other side of the guard (`_modules_after` sees a lazily imported library), and
+    the unit's ExecStop (`shutdown --system`) speaks QMP without asyncio and qemu.qmp."""
     config = str(_config(tmp_path))
-    modules = _modules_after(pyz, ["--config-dir", config, "shutdown", "vm1"], tmp_path)
+    modules = _modules_after(pyz, ["--config-dir", config, "query", "pci", "vm1"], tmp_path)
     assert "qemu.qmp" in modules and "asyncio" in modules
+    modules = _modules_after(pyz, ["--config-dir", config, "shutdown", "--system", "vm1"],
+                             tmp_path)
+    assert "machina.runtime.shutdown" in modules
+    assert _runtime_imports(modules) == []
 
 
 def test_zipapp_compiles_no_dataclass_method_at_start(pyz: Path,  # noqa: F811

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import stat
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -15,9 +13,10 @@ from qemu.qmp import EventListener, QMPClient
 from qemu.qmp.protocol import Runstate
 
 from machina.errors import QMPError
-
-GREETING_TIMEOUT = 2.0
-COMMAND_TIMEOUT = 10.0
+from machina.runtime.qmpwire import COMMAND_TIMEOUT, GREETING_TIMEOUT
+from machina.runtime.qmpwire import event_text as event_text
+from machina.runtime.qmpwire import open_socket as _open_socket
+from machina.runtime.qmpwire import reason as _reason
 
 # qemu.qmp logs connection trouble itself; machina reports errors its own way.
 logging.getLogger("qemu.qmp").addHandler(logging.NullHandler())
@@ -64,26 +63,6 @@ async def session(sockets: Sequence[str], name: str = "machina") -> AsyncIterato
         await _quiet_disconnect(client)
 
 
-def _open_socket(path: str) -> int:
-    """An O_PATH descriptor of the socket at path; a link or another file is refused."""
-    try:
-        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise QMPError(f"could not connect to QMP socket {path}: {_reason(exc)}") from exc
-    if not stat.S_ISSOCK(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise QMPError(f"could not connect to QMP socket {path}: it is not a socket "
-                       "(machina follows no link to one)")
-    return fd
-
-
-def _reason(exc: BaseException) -> str:
-    cause = exc.__cause__ or exc
-    if isinstance(cause, OSError) and cause.strerror:
-        return cause.strerror.lower()
-    return str(cause) or type(cause).__name__
-
-
 async def _quiet_disconnect(client: QMPClient) -> None:
     with suppress(Exception):
         await client.disconnect()
@@ -108,14 +87,6 @@ async def wait_disconnected(client: QMPClient) -> None:
     """Return when the server closes the connection (QEMU exited)."""
     while not disconnected(client):
         await client.runstate_changed()
-
-
-def event_text(event: Any) -> str:
-    """`EVENT` or `EVENT: <data as JSON>` (commands.md §7)."""
-    data = event.get("data")
-    if data is None:
-        return str(event["event"])
-    return f"{event['event']}: {json.dumps(data, ensure_ascii=False)}"
 
 
 def new_listener() -> EventListener:
