@@ -224,3 +224,19 @@ def test_a_tap_name_with_byte_a0_is_refused(tmp_path: Path) -> None:
     with pytest.raises(Failure, match=r"\$\.connections\[0\]\.name: .*0xa0"):
         resolve_machine(mf, HostFile())
     assert identity.link_problem("vm", "\u00e9") is None  # é is c3 a9
+
+
+def test_a_volume_path_longer_than_path_max_is_refused(tmp_path: Path) -> None:
+    """4096-byte values can still multiply through a pattern: the unit's ExecStart= line
+    would pass systemd's 1 MiB line limit (this one was 4 MB)."""
+    from machina.plan.devices import plan_machine
+
+    host = tmp_path / "machina.conf.json"
+    host.write_text(json.dumps({"storage": {"d": {"path": "/srv", "pattern": "${x}" * 1000,
+                                                  "type": "raw"}}}), encoding="utf-8")
+    mf = load_machine(machine(tmp_path, {"vars": {"x": "y" * 4000},
+                                         "attrs": {"memory": {"ram": 64}},
+                                         "volumes": [{"name": "os", "storage": "d"}]}))
+    h = load_host(str(host))
+    with pytest.raises(Failure, match="would be a path of 4000005 bytes"):
+        plan_machine(resolve_machine(mf, h), h)

@@ -14,7 +14,7 @@ from functools import partial
 
 from machina import identity
 from machina.config.firmware import Chosen, default_nvram, find_firmware
-from machina.config.load import DISK_POOL_TYPES, _key_ptr
+from machina.config.load import DISK_POOL_TYPES, MAX_TEXT_BYTES, _key_ptr
 from machina.config.patterns import clean_path, expand, join_path, mapping_lookup, parse_port
 from machina.config.resolve import union
 from machina.config.schema import HostFile, Storage, Volume
@@ -76,7 +76,13 @@ def volume_path(machine: Machine, volume: Volume, pool_name: str, pool: Storage)
         p = volume.name + "." + pool.type
     else:
         p = volume.name + ".raw"
-    return join_path(pool.path, p)
+    path = join_path(pool.path, p)
+    if len(path.encode()) > MAX_TEXT_BYTES:
+        raise PlanError(f'volume "{volume.name}" of storage pool "{pool_name}" would be a '
+                        f"path of {len(path.encode())} bytes",
+                        (f"a path is at most {MAX_TEXT_BYTES} bytes (PATH_MAX); check the "
+                         "pool's pattern and the variables it uses",))
+    return path
 
 
 def inside_pool(path: str, pool: Storage) -> bool:
