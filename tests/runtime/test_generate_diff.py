@@ -149,6 +149,15 @@ def _install(machina: Machina, config: Path, unit_dir: Path) -> None:
     assert_ok(machina.run("generate", "--unit-dir", str(unit_dir), "vm", config_dir=config))
 
 
+def _diff_entry(machina: Machina, config: Path, unit_dir: Path) -> Any:
+    """`generate --diff --json vm` against the units in unit_dir: its one machine entry."""
+    proc = machina.run("generate", "--diff", "--json", "--unit-dir", str(unit_dir), "vm",
+                       config_dir=config)
+    assert_ok(proc)
+    (entry,) = parse_document(proc.stdout, "generate-diff")["machines"]
+    return entry
+
+
 @pytest.mark.parametrize("case", list(CORPUS))
 def test_diff_classifies_the_corpus(machina: Machina, tmp_path: Path, case: str) -> None:
     edit, expected = CORPUS[case]
@@ -156,13 +165,9 @@ def test_diff_classifies_the_corpus(machina: Machina, tmp_path: Path, case: str)
     units = tmp_path / "units"
     _install(machina, before, units)
     installed = (units / "machina-vm.service").read_text()
-    proc = machina.run("generate", "--diff", "--json", "--unit-dir", str(units), "vm",
-                       config_dir=after)
-    assert_ok(proc)
-    doc = parse_document(proc.stdout, "generate-diff")
-    (entry,) = doc["machines"]
+    entry = _diff_entry(machina, after, units)
     got = {(c["class"], c["what"]) for c in entry["changes"]}
-    assert got == expected, describe(proc)
+    assert got == expected, entry
     assert entry["installed"] is True
     assert entry["guest_visible"] is any(cls == G for cls, _ in expected)
     assert (entry["diff"] == "") is (installed == machina.run(
@@ -185,10 +190,7 @@ def test_diff_of_a_unit_not_installed(machina: Machina, tmp_path: Path) -> None:
     config = make_config(tmp_path / "c", HOST, {"vm": BASE})
     units = tmp_path / "units"
     units.mkdir()
-    proc = machina.run("generate", "--diff", "--json", "--unit-dir", str(units), "vm",
-                       config_dir=config)
-    assert_ok(proc)
-    (entry,) = parse_document(proc.stdout, "generate-diff")["machines"]
+    entry = _diff_entry(machina, config, units)
     assert entry["installed"] is False and entry["changes"] == []
     preview = machina.run("generate", "--preview", "vm", config_dir=config).stdout
     added = [line[1:] for line in entry["diff"].splitlines(keepends=True)[3:]]
@@ -319,10 +321,7 @@ def test_companion_units_in_the_diff(machina: Machina, tmp_path: Path) -> None:
     moved = copy.deepcopy(with_tpm)
     moved["attrs"]["tpm"]["data"]["storage"] = "tpm-moved"
     write_json(file, moved)
-    proc = machina.run("generate", "--diff", "--json", "--unit-dir", str(units), "vm",
-                       config_dir=config)
-    assert_ok(proc)
-    (entry,) = parse_document(proc.stdout, "generate-diff")["machines"]
+    entry = _diff_entry(machina, config, units)
     assert entry["units"] == ["machina-vm.service", "machina-swtpm@vm.service"]
     assert {(c["class"], c["what"]) for c in entry["changes"]} == {(H, "unit"),
                                                                   (H, "hardening")}
@@ -330,9 +329,7 @@ def test_companion_units_in_the_diff(machina: Machina, tmp_path: Path) -> None:
     assert "+++ b/machina-swtpm@vm.service" in entry["diff"]
 
     write_json(file, BASE)  # the TPM goes
-    proc = machina.run("generate", "--diff", "--json", "--unit-dir", str(units), "vm",
-                       config_dir=config)
-    (entry,) = parse_document(proc.stdout, "generate-diff")["machines"]
+    entry = _diff_entry(machina, config, units)
     assert entry["units"] == ["machina-vm.service"]
     gone = [c for c in entry["changes"] if c["where"] == "machina-swtpm@vm.service"]
     assert gone == [{"class": H, "what": "unit", "where": "machina-swtpm@vm.service",
