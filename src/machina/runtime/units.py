@@ -20,43 +20,41 @@ def write_atomic(path: str, text: str | bytes, mode: int = 0o644) -> None:
 
     The temporary file is created anew (O_EXCL: never through a link someone put there)
     and renamed over path, which replaces a link at path instead of following it."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".machina-", suffix=".tmp", dir=directory)
-    data = text.encode() if isinstance(text, str) else text
+    tmp = _temporary(path, text.encode() if isinstance(text, str) else text, mode)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(os.path.dirname(path) or ".")
+
+
+def _temporary(path: str, data: bytes, mode: int) -> str:
+    """A new temporary file beside path holding data with mode, flushed to disk: its
+    name (nothing is left behind when writing fails)."""
+    fd, tmp = tempfile.mkstemp(prefix=".machina-", suffix=".tmp",
+                               dir=os.path.dirname(path) or ".")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    return tmp
 
 
 def _stage(path: str, text: str) -> str:
     """A temporary file beside path holding text, flushed to disk: its name."""
-    fd, tmp = tempfile.mkstemp(prefix=".machina-", suffix=".tmp",
-                               dir=os.path.dirname(path) or ".")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fchmod(f.fileno(), 0o644)
-            os.fsync(f.fileno())
+        return _temporary(path, text.encode(), 0o644)
     except OSError as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
         raise Failure(f"failed to write {path}: {exc.strerror or exc}",
                       ("nothing was written",)) from exc
-    return tmp
 
 
 def _commit(staged: Sequence[tuple[str, str]], remove: Sequence[str]) -> None:
