@@ -1,9 +1,10 @@
 """The command line: parses arguments, runs a command, prints errors, picks exit codes.
 
 The only module that prints errors or exits. Modules are imported inside the commands that
-need them: qemu.qmp, pyroute2 and asyncio only by the runtime commands, the config pipeline
-not at all by machina-ifup/-ifdown (which load one machine themselves), so every command
-starts fast (bench/bench_commands.py; a test checks that `args` imports none of the three).
+need them: qemu.qmp and asyncio only by observe and query (shutdown speaks QMP itself,
+netlink needs no pyroute2), the config pipeline not at all by machina-ifup/-ifdown until
+they load a machine, so every command starts fast (bench/bench_commands.py; a test checks
+that args, cat, generate and list import none of asyncio, qemu.qmp, pyroute2).
 """
 
 from __future__ import annotations
