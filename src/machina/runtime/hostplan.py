@@ -13,8 +13,8 @@ from machina.config.schema import HostFile
 from machina.core import Built
 from machina.errors import HostError, MachinaError
 from machina.model import Machine
-from machina.plan.devices import FileUse, group_dir, group_sockets
-from machina.runtime import mdev, net, nvram
+from machina.plan.devices import FileUse, group_dir, group_sockets, qmp_socket_paths
+from machina.runtime import mdev, net, nvram, safepath
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,14 +104,9 @@ def plan_prepare(host: HostFile, b: Built, *, tpm_only: bool = False) -> list[Ho
         new_nvram = nv.path
     if not m.least and m.attrs.qmp_enabled:
         # QEMU runs as root and replaces what is at a socket path: check them first
-        from machina.plan.devices import qmp_socket_paths
-        from machina.runtime import safepath
-
         for path in qmp_socket_paths(m.name, m.attrs.qmp_names, m.attrs.qmp_paths):
             safepath.check_socket_path(path)
     if group_sockets(m):
-        from machina.runtime import safepath
-
         where = group_dir(m.name)
         actions.append(HostAction(
             f"make {where} for the sockets of root and the group {m.group_name} "
@@ -147,7 +142,8 @@ def plan_prepare(host: HostFile, b: Built, *, tpm_only: bool = False) -> list[Ho
                 raise HostError(f'network "{tap.network}" names no bridge device')
             actions.append(HostAction(
                 f"create tap {tap.link} owned by the group {m.group_name} ({m.group_id}) "
-                f"on bridge {tap.bridge}, up",
+                f"on bridge {tap.bridge}, up, alias {net.tap_alias(m.name)} (replacing only "
+                "a tap with that alias)",
                 partial(net.tap_create, tap.link, tap.bridge, m.group_id, m.name)))
     return actions
 
@@ -156,7 +152,8 @@ def plan_teardown(b: Built) -> list[HostAction]:
     actions = [HostAction(f"remove mediated device {dev.uuid} ({dev.name}) if present",
                           partial(mdev.remove, dev)) for dev in _mdevs(b.machine)]
     if b.machine.least:
-        actions += [HostAction(f"remove tap {tap.link} if present",
+        actions += [HostAction(f"remove tap {tap.link} if present and machina made it "
+                               f"(alias {net.tap_alias(b.machine.name)})",
                                partial(net.tap_remove, tap.link, b.machine.group_id,
                                        b.machine.name)) for tap in b.plan.taps]
     return actions
