@@ -2,7 +2,7 @@
 """Benchmark: start-up time of cheap machina commands, and of importing the dependencies
 from a zipapp with and without bytecode.
 
-Not a test: it prints figures. It installs qemu.qmp and pyroute2 once into a temp dir
+Not a test: it prints figures. It installs qemu.qmp once into a temp dir
 (pip, as tools/build_zipapp.py does), builds zipapps from the checkout with
 tools/build_zipapp.py --deps-dir (the default build: bytecode, deflated; sources only;
 with --stored also bytecode, uncompressed), then times (wall clock, median of --runs
@@ -11,7 +11,6 @@ runs after one warm-up):
     python3 -c pass                                    interpreter alone
     python3 -m machina --help / gen-id (PYTHONPATH=src)
     python3 PYZ --help / gen-id                        for each zipapp
-    python3 -S -c 'sys.path[:0] = [PYZ]; from pyroute2 import IPRoute'   each zipapp
     python3 -S -c 'sys.path[:0] = [PYZ]; from qemu.qmp import QMPClient' each zipapp
 
 The first row is the floor under every other one (site-packages .pth files included).
@@ -58,7 +57,6 @@ ZIPS = [
 STORED = ("pyz: bytecode, stored", ["--store"])
 
 IMPORTS = [
-    ("import pyroute2", "from pyroute2 import IPRoute"),
     ("import qemu.qmp", "from qemu.qmp import QMPClient"),
 ]
 

@@ -2,9 +2,10 @@
 """Build dist/machina.pyz: one self-contained, reproducible zipapp.
 
 The archive holds the machina package (from src/), the web console page (cockpit/, which
-`machina install` copies to /usr/share/cockpit/machina), its two runtime dependencies
-(qemu.qmp and pyroute2, installed with `pip install --target`, no further deps), and
-compiled bytecode, so that zipimport never compiles anything at start-up.
+`machina install` copies to /usr/share/cockpit/machina), its one runtime dependency
+(qemu.qmp, installed with `pip install --target`, no further deps; netlink is
+machina.runtime.netlink's own), and compiled bytecode, so that zipimport never compiles
+anything at start-up.
 
 Bytecode layout. zipimport looks for `mod.pyc` beside `mod.py` (never __pycache__/) and
 prefers it; a timestamp-based pyc is checked against the DOS time of the .py entry, which
@@ -60,10 +61,9 @@ DEFAULT_ENTRY = "machina.cli:main"
 DEFAULT_SHEBANG = "/usr/bin/python3 -IS"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
-# Files and directories dropped from the installed dependencies. Only things nothing
-# imports at run time: pytest fixtures, the console-script-only platform self-test.
+# Directories and files dropped from the installed dependencies. Only things nothing
+# imports at run time: test suites and fixtures, documentation, examples.
 JUNK_DIRS = {"__pycache__", "tests", "test", "fixtures", "docs", "doc", "examples"}
-JUNK_FILES = {"pyroute2/config/test_platform.py"}
 JUNK_SUFFIXES = (".pyc", ".pyo", ".pyi", ".c", ".h", ".so", ".exe", ".dll")
 
 BOOT = REPO / "tools" / "zipapp_boot.py"   # goes into the archive as _machina_boot.py
@@ -110,7 +110,7 @@ def pip_install(specs: list[str], target: Path, extra: list[str]) -> None:
     cmd = [
         sys.executable, "-m", "pip", "install",
         "--target", str(target),
-        "--no-deps",              # the two deps have no mandatory deps of their own
+        "--no-deps",              # qemu.qmp has no mandatory deps of its own
         "--no-compile",           # we compile below, deterministically
         "--only-binary", ":all:",
         "--disable-pip-version-check",
@@ -156,16 +156,15 @@ def collect_licenses(site: Path, stage: Path) -> None:
                 shutil.copyfile(f, dest)
 
 
-def copy_tree(src: Path, dest: Path, rel_root: Path, *, prune: bool) -> None:
+def copy_tree(src: Path, dest: Path, *, prune: bool) -> None:
     """Copy src to dest without caches; with prune, also without the dependencies' junk."""
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src)
-        relstr = (rel_root / rel).as_posix()
         if path.is_dir() or any(part == "__pycache__" for part in rel.parts):
             continue
         if path.name.endswith((".pyc", ".pyo")):
             continue
-        if prune and (relstr in JUNK_FILES or path.name.endswith(JUNK_SUFFIXES) or any(
+        if prune and (path.name.endswith(JUNK_SUFFIXES) or any(
                 part in JUNK_DIRS or part.endswith((".dist-info", ".egg-info"))
                 for part in rel.parts)):
             continue
@@ -307,13 +306,13 @@ def main(argv: list[str] | None = None) -> int:
             if top.name == PACKAGE:
                 die(f"{site} contains a {PACKAGE} package; refusing to mix it up with {pkg_dir}")
             if top.is_dir():
-                copy_tree(top, stage / top.name, Path(top.name), prune=True)
+                copy_tree(top, stage / top.name, prune=True)
             elif top.suffix == ".py":
                 shutil.copyfile(top, stage / top.name)
         collect_licenses(site, stage)
-        copy_tree(pkg_dir, stage / PACKAGE, Path(PACKAGE), prune=False)
+        copy_tree(pkg_dir, stage / PACKAGE, prune=False)
         if WEB_PAGE.is_dir():  # the Cockpit page, which `machina install` puts in place
-            copy_tree(WEB_PAGE, stage / "cockpit", Path("cockpit"), prune=False)
+            copy_tree(WEB_PAGE, stage / "cockpit", prune=False)
         (stage / "__main__.py").write_text(MAIN_PY.format(module=module, func=func))
         shutil.copyfile(BOOT, stage / "_machina_boot.py")
         if args.bytecode:

@@ -4,7 +4,7 @@ The only module that prints errors or exits. Modules are imported inside the com
 need them: qemu.qmp and asyncio only by observe and query (shutdown speaks QMP itself,
 netlink needs no pyroute2), the config pipeline not at all by machina-ifup/-ifdown until
 they load a machine, so every command starts fast (bench/bench_commands.py; a test checks
-that args, cat, generate and list import none of asyncio, qemu.qmp, pyroute2).
+that args, cat, generate and list import neither asyncio nor qemu.qmp).
 """
 
 from __future__ import annotations

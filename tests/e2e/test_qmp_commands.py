@@ -32,7 +32,7 @@ def _query_json(text: str, name: str) -> object:
 def machina_impl(request: pytest.FixtureRequest, machina_cmd: list[str]) -> list[str]:
     """This checkout's package, or the single-file build (dist/machina.pyz, made by
     tools/test, which exports MACHINA_PYZ) run with -I -S: no site-packages, so qemu.qmp
-    and pyroute2 must come from inside the zipapp."""
+    must come from inside the zipapp."""
     if request.param == "source":
         return machina_cmd
     pyz = os.environ.get("MACHINA_PYZ", "")

@@ -27,7 +27,7 @@ STANDIN_MAIN = "import sys\nfrom machina.cli import main\nsys.exit(main())\n"
 def _deps_tree(dest: Path) -> None:
     """A `pip install --target`-shaped tree of the installed runtime dependencies (no
     network): their files as recorded in the installed distributions' RECORD."""
-    for dist_name in ("qemu.qmp", "pyroute2"):
+    for dist_name in ("qemu.qmp",):
         dist = importlib.metadata.distribution(dist_name)
         for f in dist.files or ():
             src = Path(str(dist.locate_file(f)))

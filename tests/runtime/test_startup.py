@@ -2,8 +2,10 @@
 `site`, and the commands an operator types most import none of the runtime libraries.
 
 Speed itself is measured by bench/ (figures, not timed tests); these tests keep the two
-properties it rests on from regressing silently: one import of asyncio (~8 ms), qemu.qmp
-or pyroute2 (~30 ms) at module level would undo them.
+properties it rests on from regressing silently: one import of asyncio (~8 ms) or
+qemu.qmp (~30 ms) at module level would undo them. pyroute2 is no longer a dependency
+(runtime/netlink.py replaced it; the program bundles qemu.qmp alone); it stays in the list
+so that a new import of it, were it installed again, fails here first.
 """
 
 from __future__ import annotations
