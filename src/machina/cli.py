@@ -327,17 +327,18 @@ def cmd_check(cfg: Configs, ns: argparse.Namespace) -> int:
 
     dirs: list[str | None] = list(ns.fleet) if ns.fleet else [cfg.where.root]
     result = check(dirs, offline=ns.offline)
+    failed = result.failed(strict=ns.strict)
     if ns.json:
-        sys.stdout.write(document(not result.problems, errors=[], offline=ns.offline,
+        sys.stdout.write(document(not failed, errors=[], offline=ns.offline,
                                   machines=result.machines,
                                   problems=[problem_data(p) for p in result.problems],
                                   skipped=result.skipped))
     else:
         sys.stdout.write(render_check_text(result))
-    if not result.problems:
-        return 0
-    n = len(result.problems)
-    sys.stderr.write(f"{prog_name()}: error: check found {n} problem{'s' if n != 1 else ''}\n")
+    if not failed:
+        return 0  # warnings alone are in the table or document, not an error
+    strict = " (--strict)" if not result.errors else ""
+    sys.stderr.write(f"{prog_name()}: error: check found {result.tally()}{strict}\n")
     return 1
 
 
@@ -543,6 +544,9 @@ def build_parser(prog: str, only: str | None = None) -> Parser:
             p.add_argument("--fleet", nargs="+", metavar="DIR",
                            help="Check the config directories of several hosts together "
                                 "(MACs on networks of the same name, machine ids).")
+            p.add_argument("--strict", action="store_true",
+                           help="Fail on warnings too (SPICE or the guest agent reachable "
+                                "by every local user), not only on errors.")
         if name in JSON_COMMANDS:
             p.add_argument("--json", action="store_true",
                            help="Print one JSON document (docs/json.md) instead of text.")

@@ -1,7 +1,8 @@
 """`machina check` (Acceptance 1 of issue 10): a test host with a deliberate collision of
 every kind, a clean one, a fleet of two hosts, offline and on this host (bridges in a
-network namespace, pools and files on disk, least-privilege access); every JSON document
-validates against docs/schema/check.schema.json."""
+network namespace, pools and files on disk, least-privilege access); SPICE and the guest
+agent on 127.0.0.1 as warnings (exit 0 unless --strict); every JSON document validates
+against docs/schema/check.schema.json."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from schemas import parse_document
 
 from .support import Machina, assert_ok, describe, json_outcome, make_config
 
@@ -134,34 +137,79 @@ def test_check_offline_finds_each_kind_of_collision(machina: Machina, tmp_path: 
     (build,) = kinds["build"]
     assert build["machines"] == ["no-ram"] and "memory" in build["message"]
     assert build["file"] == str(config / "machine.conf.d" / "no-ram.conf.json")
+    # port-a's SPICE and port-b's guest agent listen on 127.0.0.1: warnings
+    assert {(p["severity"], p["value"], tuple(p["machines"])) for p in kinds["exposure"]} == {
+        ("warning", None, ("port-a",)), ("warning", None, ("port-b",))}
     # nothing from the host offline, and nothing else
-    assert set(kinds) == {*COLLISIONS, "volume", "build"}
+    assert set(kinds) == {*COLLISIONS, "volume", "build", "exposure"}
     assert doc["skipped"] and "offline" in doc["skipped"][0]
 
     text = machina.run("check", "--offline", config_dir=config)
     assert text.returncode == 1, describe(text)
     lines = text.stdout.splitlines()
     assert lines[0].split() == ["KIND", "MACHINES", "PROBLEM"]
-    assert lines[-1] == f"20 machines checked: {len(doc['problems'])} problems"
+    errors = len(doc["problems"]) - 2
+    assert lines[-1] == f"20 machines checked: {errors} errors, 2 warnings"
+    assert text.stderr == f"machina: error: check found {errors} errors, 2 warnings\n"
     for p in doc["problems"]:
         assert any(line.startswith(p["kind"] + " ") and p["message"] in line
                    for line in lines), p
 
 
-def test_check_of_a_clean_host_is_quiet(machina: Machina, tmp_path: Path) -> None:
-    config = make_config(tmp_path / "etc", {
+def _spice_host(root: Path, spice: dict[str, Any]) -> Path:
+    """Five machines with SPICE (spice(i): its settings), a disk and a NIC each."""
+    return make_config(root, {
         "storage": {"data": {"path": "/srv/", "pattern": "${machine-name}-${volume}.raw",
                              "type": "raw"}},
         "network": {"lan": {"device": "br0"}}}, {
-        f"vm{i}": {"id": mid(i + 1), "attrs": {**MEM, "spice": {"enabled": True,
-                                                               "port": 5900 + i}},
+        f"vm{i}": {"id": mid(i + 1), "attrs": {**MEM, "spice": {"enabled": True, **spice,
+                                                               **({"port": 5900 + i}
+                                                                  if "unix" not in spice
+                                                                  else {})}},
                    "volumes": [{"name": "os", "storage": "data"}],
                    "connections": [{"name": "0", "network": "lan"}]} for i in range(5)})
+
+
+def test_check_of_a_clean_host_is_quiet(machina: Machina, tmp_path: Path) -> None:
+    # SPICE on a socket for root and the machine's group (the opt-in "unix"): no exposure
+    config = _spice_host(tmp_path / "etc", {"unix": True})
     doc = run_check(machina, "--offline", config=config, ok=True)
     assert doc["machines"] == 5
-    text = machina.run("check", "--offline", config_dir=config)
+    text = machina.run("check", "--offline", "--strict", config_dir=config)
     assert_ok(text)
     assert text.stdout.endswith("5 machines checked: no problems\n")
+
+
+def test_check_warns_of_spice_on_localhost_and_still_exits_0(
+        machina: Machina, tmp_path: Path) -> None:
+    """SPICE on 127.0.0.1 (the reference's form): any local user can connect. A warning
+    per machine, in the document and the table; exit 0, and 1 with --strict."""
+    config = _spice_host(tmp_path / "etc", {})
+    proc = machina.run("check", "--offline", "--json", config_dir=config)
+    assert_ok(proc)
+    doc = parse_document(proc.stdout, "check")
+    assert doc["ok"] is True and doc["machines"] == 5, doc
+    assert [(p["kind"], p["severity"], p["machines"]) for p in doc["problems"]] == [
+        ("exposure", "warning", [f"vm{i}"]) for i in range(5)]
+    for i, p in enumerate(doc["problems"]):
+        assert f"SPICE listens on 127.0.0.1:{5900 + i}" in p["message"], p
+        assert p["file"] == str(config / "machine.conf.d" / f"vm{i}.conf.json"), p
+        assert any('"unix": true' in h for h in p["hints"]), p
+
+    text = machina.run("check", "--offline", config_dir=config)
+    assert_ok(text)
+    lines = text.stdout.splitlines()
+    assert lines[0].split() == ["KIND", "MACHINES", "PROBLEM"]
+    for i in range(5):
+        assert any(line.split()[:3] == ["exposure", f"vm{i}", "warning:"]
+                   and f"127.0.0.1:{5900 + i}" in line for line in lines), lines
+    assert lines[-1] == "5 machines checked: 5 warnings"
+
+    strict = run_check(machina, "--offline", "--strict", config=config)
+    assert {p["severity"] for p in strict["problems"]} == {"warning"}
+    text = machina.run("check", "--offline", "--strict", config_dir=config)
+    assert text.returncode == 1, describe(text)
+    assert text.stderr == "machina: error: check found 5 warnings (--strict)\n"
 
 
 def test_check_fleet_compares_macs_on_same_named_networks_and_ids(

@@ -1,6 +1,8 @@
 """`machina check`: every machine builds, nothing collides (fleet.py), and, on the host
 where it runs, the host has what the machines need: bridges, pools, files, and in
-least-privilege mode files the machine's group can use (access.py)."""
+least-privilege mode files the machine's group can use (access.py). Problems are errors
+but for `exposure` (SPICE or the guest agent on 127.0.0.1), a warning: errors fail the
+check, warnings only with --strict."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from dataclasses import dataclass, field
 from machina.config.load import ConfigDir
 from machina.core import Configs
 from machina.errors import MachinaError
-from machina.fleet import Member, Problem, find_collisions
+from machina.fleet import Member, Problem, exposure_problems, find_collisions
 from machina.report import error_entries
 from machina.systemd.render import machine_units
 
@@ -21,6 +23,24 @@ class CheckResult:
     machines: int = 0
     problems: list[Problem] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+
+    @property
+    def errors(self) -> int:
+        return sum(p.severity == "error" for p in self.problems)
+
+    @property
+    def warnings(self) -> int:
+        return len(self.problems) - self.errors
+
+    def failed(self, *, strict: bool) -> bool:
+        """Errors fail the check; warnings only when strict."""
+        return bool(self.errors or (strict and self.warnings))
+
+    def tally(self) -> str:
+        """`3 errors, 1 warning`, `2 warnings`, `no problems`."""
+        parts = [f"{n} {word}{'s' if n != 1 else ''}"
+                 for n, word in ((self.errors, "error"), (self.warnings, "warning")) if n]
+        return ", ".join(parts) or "no problems"
 
 
 def _build_problems(exc: MachinaError, file: str, label: str | None) -> list[Problem]:
@@ -53,8 +73,10 @@ def _members(where: str | None, fleet: bool, result: CheckResult) -> tuple[
         except MachinaError as exc:
             result.problems.extend(_build_problems(exc, file, label))
             continue
-        members.append(Member(host=where or "", label=label, file=file, machine=b.machine,
-                              plan=b.plan, units=machine_units(b.machine)))
+        member = Member(host=where or "", label=label, file=file, machine=b.machine,
+                        plan=b.plan, units=machine_units(b.machine))
+        members.append(member)
+        result.problems.extend(exposure_problems(member))
     return cfg, members
 
 
@@ -169,7 +191,8 @@ def check(dirs: Sequence[str | None], *, offline: bool) -> CheckResult:
 
 
 def render_check_text(result: CheckResult) -> str:
-    """The table for people: kind, machines, message; then a summary line."""
+    """The table for people: kind, machines, message (a warning's says so); then a summary
+    line."""
     rows = [(p.kind, ", ".join(p.machines) or "-", p.message) for p in result.problems]
     width = [max((len(r[i]) for r in rows), default=0) for i in (0, 1)]
     width = [max(w, len(h)) for w, h in zip(width, ("KIND", "MACHINES"), strict=True)]
@@ -178,11 +201,11 @@ def render_check_text(result: CheckResult) -> str:
         out.append(f"{'KIND':<{width[0]}}  {'MACHINES':<{width[1]}}  PROBLEM\n")
         pad = " " * (width[0] + width[1] + 4)
         for p, (k, m, msg) in zip(result.problems, rows, strict=True):
-            out.append(f"{k:<{width[0]}}  {m:<{width[1]}}  {msg}\n")
+            warning = "warning: " if p.severity == "warning" else ""
+            out.append(f"{k:<{width[0]}}  {m:<{width[1]}}  {warning}{msg}\n")
             out.extend(f"{pad}hint: {h}\n" for h in p.hints)
     for s in result.skipped:
         out.append(f"skipped: {s}\n")
-    n = len(result.problems)
     out.append(f"{result.machines} machine{'s' if result.machines != 1 else ''} checked: "
-               + (f"{n} problem{'s' if n != 1 else ''}" if n else "no problems") + "\n")
+               f"{result.tally()}\n")
     return "".join(out)

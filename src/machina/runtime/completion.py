@@ -17,7 +17,7 @@ FLAGS = {
     "list": ["--offline", "--json", "--help"],
     "status": ["--offline", "--json", "--help"],
     "cat": ["--json", "--help"],
-    "check": ["--json", "--offline", "--fleet", "--help"],
+    "check": ["--json", "--offline", "--fleet", "--strict", "--help"],
     "pin": ["--machine-type", "--force", "--help"],
     "remove": ["--stop", "--unit-dir", "--help"],
 }
