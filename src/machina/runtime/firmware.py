@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from machina.config.firmware import PROFILES
 from machina.config.load import load_host
 from machina.config.schema import Firmware
 from machina.errors import Failure, HostError
-from machina.runtime import proc
+from machina.runtime import proc, safepath
 
 DESCRIPTOR_DIRS = ("/usr/share/qemu/firmware", "/etc/qemu/firmware")
 TEMPLATE_DIR = "/var/lib/machina/firmware"
@@ -172,7 +173,13 @@ def build_ms_2023(tool: str, template: str, out_dir: str) -> str:
     stem = base[:-3] if base.endswith(".fd") else base
     target = os.path.join(out_dir, f"{stem}-2023.fd")
     os.makedirs(out_dir, mode=0o755, exist_ok=True)
-    tmp = os.path.join(out_dir, f".{stem}-2023.fd.machina-new")
+    # a directory a user may change is refused (they could plant a link where
+    # virt-fw-vars writes, or swap the template later); the output goes to a new private
+    # directory in it, so no name virt-fw-vars or chmod follows was chosen by anyone else
+    with safepath.open_dir_nofollow(out_dir):
+        pass
+    work = tempfile.mkdtemp(prefix=".machina-", dir=out_dir)
+    tmp = os.path.join(work, f"{stem}-2023.fd")
     try:
         proc.run([tool, "--input", template, "--output", tmp, "--enroll-microsoft",
                   "--microsoft-kek", "all", "--microsoft-db", "all", "--secure-boot"],
@@ -186,8 +193,7 @@ def build_ms_2023(tool: str, template: str, out_dir: str) -> str:
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
+        shutil.rmtree(work, ignore_errors=True)
     return target
 
 
