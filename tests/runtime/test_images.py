@@ -181,3 +181,26 @@ def test_least_privilege_refuses_an_external_data_file(machina: Machina, tmp_pat
     assert_error(machina.run("prepare", "--dry-run", "vm", config_dir=cfg),
                  f"the qcow2 data file {pool / 'vm-os.data'} cannot be written by QEMU in "
                  "least-privilege mode")
+
+
+def test_a_fifo_in_the_chain_is_refused_at_once(machina: Machina, tmp_path: Path,
+                                                 pool: Path) -> None:
+    """A user who may write in the pool plants a FIFO as a backing file (or as the volume
+    itself): root's generate and prepare read its header and waited forever (review)."""
+    os.mkfifo(pool / "base.raw")
+    qemu_img("create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", "-u",
+             pool / "vm-os.qcow2", "16M")
+    os.mkfifo(pool / "vm-data.qcow2")
+    cfg = make_config(tmp_path / "etc", {"storage": {"images": {
+        "path": str(pool), "pattern": "${machine-name}-${volume}.qcow2", "type": "qcow2"}}},
+        {"vm": {"id": "8b18191a-234f-45ce-b43c-b46e28cd2f70", "attrs": {"memory": {"ram": 64}},
+                "volumes": [{"name": "os", "storage": "images"},
+                            {"name": "data", "storage": "images"}]}})
+    for args in (("generate", "--preview", "vm"), ("prepare", "--dry-run", "vm")):
+        message = assert_error(machina.run(*args, config_dir=cfg, timeout=20))
+        assert f"{pool / 'base.raw'} is not a regular file or a block device" in message, message
+    os.unlink(pool / "base.raw")
+    qemu_img("create", "-q", "-f", "qcow2", pool / "vm-os.qcow2", "16M")
+    message = assert_error(machina.run("generate", "--preview", "vm", config_dir=cfg,
+                                       timeout=20))
+    assert f"{pool / 'vm-data.qcow2'} is not a regular file or a block device" in message

@@ -10,6 +10,7 @@ read here: by `prepare` (the unit's ExecStartPre, before QEMU starts), by `run`,
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from dataclasses import dataclass
 
@@ -89,6 +90,27 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
+def _read_header(image: Image, current: str, real: str) -> bytes:
+    """The first 64 KiB of a regular file or block device; anything else (a FIFO a user
+    planted in the pool would block root forever) is refused without waiting."""
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise HostError(f'volume "{image.volume}": cannot read {current}: '
+                        f"{exc.strerror or exc}") from exc
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+            raise HostError(f'volume "{image.volume}": {current} is not a regular file or a '
+                            "block device", ("a volume and its backing files are disk images: "
+                                             f"remove {current} or rebase the image",))
+        try:
+            return f.read(65536)
+        except OSError as exc:
+            raise HostError(f'volume "{image.volume}": cannot read {current}: '
+                            f"{exc.strerror or exc}") from exc
+
+
 def check_image(host: HostFile, image: Image) -> list[FileUse]:
     """Refuse a qcow2 chain with a file outside the pool; return the chain's other files
     (backing files read-only, the data file of the top image writable) for access checks.
@@ -114,12 +136,7 @@ def check_image(host: HostFile, image: Image) -> list[FileUse]:
         if real in seen:
             raise refuse(f"the backing chain of {image.path} loops at {current}")
         seen.add(real)
-        try:
-            with open(real, "rb") as f:
-                data = f.read(65536)
-        except OSError as exc:
-            raise HostError(f'volume "{image.volume}": cannot read {current}: '
-                            f"{exc.strerror or exc}") from exc
+        data = _read_header(image, current, real)
         try:
             header = parse_qcow2_header(data)
         except ValueError as exc:
