@@ -52,7 +52,7 @@ DEFAULT_OUTPUT = REPO / "dist" / "machina.pyz"
 DEFAULT_SRC = REPO / "src"
 WEB_PAGE = REPO / "cockpit"
 PACKAGE = "machina"
-DEFAULT_ENTRY = "machina.cli:main"
+DEFAULT_ENTRY = "machina.cli:entry"
 # Isolated (-I: no PYTHONPATH, no script directory or user site on sys.path, so a root
 # hook imports nothing planted there) and without `site` (-S: nothing to import from
 # site-packages, everything is in the archive; ~10 ms less start-up). Linux passes the

@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from machina.errors import Failure, MachinaError
 from machina.usage import COMMANDS, DESCRIPTION, Parser, UsageError
@@ -630,6 +630,21 @@ def _print_error(prog: str, exc: BaseException, hints: Sequence[str]) -> None:
     sys.stderr.write(f"{prog}: error: " + ("\n" + pad).join(_shown(str(exc))) + "\n")
     for h in hints:
         sys.stderr.write("  hint: " + "\n".join(_shown(h)) + "\n")
+
+
+def entry() -> NoReturn:
+    """The program's entry point: `main()`, then the exit without the interpreter's own
+    tear-down (freeing every module and class one by one: ~10 ms of each run, and every
+    VM start and stop runs machina two or three times one after the other). Nothing is
+    left to do by then: files are closed by their `with`, threads joined; the standard
+    streams are flushed here."""
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # Python's own exit reports it (and exits with 120), as before
+        raise SystemExit(code) from None
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -76,6 +76,26 @@ def test_installed_program_starts_python_isolated_without_site(
     assert proc.stdout == reference.stdout
 
 
+def test_installed_program_ends_as_python_would(pyz: Path, tmp_path: Path,  # noqa: F811
+                                                machina: Machina) -> None:
+    """The program leaves by os._exit after flushing its output (cli.entry): its exit
+    status and messages are main()'s, and output it cannot write still fails as Python's
+    own exit makes it fail (status 120)."""
+    config = str(_config(tmp_path))
+    env = machina.environ({})
+    proc = subprocess.run([str(pyz), "--config-dir", config, "args", "nosuch"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    reference = machina.run("args", "nosuch", config_dir=Path(config))
+    assert (proc.returncode, proc.stdout, proc.stderr) == (1, reference.stdout,
+                                                           reference.stderr), describe(proc)
+    assert "nosuch" in proc.stderr
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run([str(pyz), "--config-dir", config, "args", "vm1"], env=env,
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert proc.returncode == 120, describe(proc)
+    assert "No space left on device" in proc.stderr
+
+
 def _run_in_zipapp(program: Path, argv: list[str], tmp_path: Path,
                    rc: int = 0) -> dict[str, Any]:
     """machina.cli.main(argv) run from the zipapp (as its __main__ does); returns the
