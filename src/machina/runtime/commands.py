@@ -1,16 +1,19 @@
-"""The commands that act on a host: systemd units, QMP, sysfs, netlink, QEMU itself."""
+"""The commands that act on a host: systemd units, QMP, sysfs, netlink, QEMU itself.
+
+The runtime modules are imported by the commands that use them: `shutdown --system`,
+`prepare`, `teardown` and `machina-ifup`/`-ifdown` run at every VM start and stop, one
+after the other, and none needs subprocess, shutil (bz2, lzma) or signal; shutdown needs
+no netlink either (bench/bench_stop_latency.py).
+"""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
-import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from machina import identity
 from machina.config.schema import Connection, HostFile
@@ -18,8 +21,12 @@ from machina.core import Built, Configs
 from machina.errors import Failure, HostError, MachinaError
 from machina.model import Machine
 from machina.plan.devices import TpmUse, command_sockets, group_sockets, system_socket
-from machina.runtime import hostplan, net, proc, systemctl
-from machina.runtime.hostplan import HostAction
+
+if TYPE_CHECKING:
+    import argparse
+
+    from machina.runtime import proc
+    from machina.runtime.hostplan import HostAction
 
 T = TypeVar("T")
 
@@ -47,6 +54,8 @@ def _systemctl(verb: str) -> Callable[[Configs, argparse.Namespace], int]:
     """`systemctl VERB` on the machines' units and their companions: enabling, starting
     or stopping a machine with a TPM acts on its swtpm unit too."""
     def command(cfg: Configs, ns: argparse.Namespace) -> int:
+        from machina.runtime import systemctl
+
         systemctl.systemctl(verb, _units(cfg, ns.machines))
         return 0
     return command
@@ -158,6 +167,7 @@ def query(cfg: Configs, ns: argparse.Namespace) -> int:
 def _run_async(coro: Coroutine[Any, Any, T], cancelled: T) -> T:
     """Run coro; SIGINT and SIGTERM cancel it (commands.md §0.5), giving `cancelled`."""
     import asyncio
+    import signal
 
     loop = asyncio.new_event_loop()
     task = loop.create_task(coro)
@@ -174,6 +184,8 @@ def _run_async(coro: Coroutine[Any, Any, T], cancelled: T) -> T:
 # --- host preparation ---------------------------------------------------------------------
 
 def prepare(cfg: Configs, ns: argparse.Namespace) -> int:
+    from machina.runtime import hostplan
+
     built = cfg.build_all(ns.machines)
     for b in built:
         actions = hostplan.plan_prepare(cfg.host(), b, tpm_only=ns.tpm)
@@ -185,10 +197,14 @@ def prepare(cfg: Configs, ns: argparse.Namespace) -> int:
 
 
 def prepare_machine(host: HostFile, b: Built) -> None:
+    from machina.runtime import hostplan
+
     hostplan.apply_all(hostplan.plan_prepare(host, b))
 
 
 def teardown_machine(b: Built) -> list[MachinaError]:
+    from machina.runtime import hostplan
+
     return hostplan.apply_each(hostplan.plan_teardown(b))
 
 
@@ -205,6 +221,8 @@ def _warn(prog: str, exc: BaseException) -> None:
 
 def teardown(cfg: Configs, ns: argparse.Namespace) -> int:
     """Try everything; report failures as warnings; never fail the unit (quirks Q12)."""
+    from machina.runtime import hostplan
+
     built = cfg.build_all(ns.machines)
     for b in built:
         actions = hostplan.plan_teardown(b)
@@ -313,6 +331,8 @@ def _switch(cfg: Configs, args: Sequence[str], enable: bool, *, by_link: bool) -
 
 
 def _apply(host: HostFile, s: Selected, enable: bool) -> None:
+    from machina.runtime import net
+
     if enable:
         network = host.network.get(s.connection.network)
         if network is None:
@@ -354,6 +374,7 @@ def _start_swtpm(m: Machine, tpm: TpmUse) -> tuple[proc.Child, str]:
     the socket directory this made ("" if it existed)."""
     import time
 
+    from machina.runtime import proc
     from machina.systemd.render import swtpm_argv
 
     socket_dir = os.path.dirname(tpm.socket)
@@ -372,7 +393,11 @@ def _start_swtpm(m: Machine, tpm: TpmUse) -> tuple[proc.Child, str]:
 
 
 def run(cfg: Configs, ns: argparse.Namespace) -> int:
+    import shutil
+    import signal
+
     from machina.qemu.argv import render_argv
+    from machina.runtime import proc
 
     b: Built = cfg.build(ns.machine)
     m = b.machine

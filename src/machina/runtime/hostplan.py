@@ -1,5 +1,9 @@
 """What `prepare` and `teardown` do to the host, as a list of actions computed first and
-applied second, so `--dry-run` can show exactly what would run as root."""
+applied second, so `--dry-run` can show exactly what would run as root.
+
+mdev and net (netlink: socket) are imported only for a machine with mediated devices or
+taps of its own: most teardowns have nothing to do, and find that out quickly.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 from machina import identity
 from machina.config.schema import HostFile
@@ -14,7 +19,10 @@ from machina.core import Built
 from machina.errors import HostError, MachinaError
 from machina.model import Machine
 from machina.plan.devices import FileUse, group_dir, group_sockets, qmp_socket_paths
-from machina.runtime import mdev, net, nvram, safepath
+from machina.runtime import nvram, safepath
+
+if TYPE_CHECKING:
+    from machina.runtime import mdev
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,12 +34,16 @@ class HostAction:
 
 
 def _mdevs(m: Machine) -> list[mdev.Mdev]:
-    return [mdev.Mdev(d.device_class, d.name, str(d.id)) for d in m.devices
-            if d.id != identity.ZERO_UUID]
+    devices = [d for d in m.devices if d.id != identity.ZERO_UUID]
+    if not devices:
+        return []
+    from machina.runtime import mdev
+
+    return [mdev.Mdev(d.device_class, d.name, str(d.id)) for d in devices]
 
 
 def _grant_vfio(m: Machine, dev: mdev.Mdev) -> None:
-    from machina.runtime import access
+    from machina.runtime import access, mdev
 
     access.grant_device(m, mdev.vfio_group_node(dev.uuid))
 
@@ -129,6 +141,8 @@ def plan_prepare(host: HostFile, b: Built, *, tpm_only: bool = False) -> list[Ho
                     f"give {use.path} to the group {m.group_name} ({m.group_id}): "
                     "chgrp, g+rw, o-rwx", partial(access.hand_over, m, use.path)))
     for dev in _mdevs(m):
+        from machina.runtime import mdev
+
         actions.append(HostAction(
             f"create mediated device {dev.uuid} ({dev.name}, class {dev.device_class}) "
             "unless it exists", partial(mdev.create, host, dev)))
@@ -137,6 +151,8 @@ def plan_prepare(host: HostFile, b: Built, *, tpm_only: bool = False) -> list[Ho
                 f"give the VFIO group node of {dev.uuid} to the group {m.group_name}",
                 partial(_grant_vfio, m, dev)))
     if m.least:
+        from machina.runtime import net
+
         for tap in b.plan.taps:
             if not tap.bridge:
                 raise HostError(f'network "{tap.network}" names no bridge device')
@@ -149,9 +165,15 @@ def plan_prepare(host: HostFile, b: Built, *, tpm_only: bool = False) -> list[Ho
 
 
 def plan_teardown(b: Built) -> list[HostAction]:
-    actions = [HostAction(f"remove mediated device {dev.uuid} ({dev.name}) if present",
-                          partial(mdev.remove, dev)) for dev in _mdevs(b.machine)]
-    if b.machine.least:
+    actions: list[HostAction] = []
+    for dev in _mdevs(b.machine):
+        from machina.runtime import mdev
+
+        actions.append(HostAction(f"remove mediated device {dev.uuid} ({dev.name}) if "
+                                  "present", partial(mdev.remove, dev)))
+    if b.machine.least and b.plan.taps:
+        from machina.runtime import net
+
         actions += [HostAction(f"remove tap {tap.link} if present and machina made it "
                                f"(alias {net.tap_alias(b.machine.name)})",
                                partial(net.tap_remove, tap.link, b.machine.group_id,
