@@ -350,6 +350,19 @@ _SHUTDOWN = _upto(MAX_SHUTDOWN_SECONDS, "the guest gets at most a week "
                   f"({MAX_SHUTDOWN_SECONDS} s) to power off")
 
 
+def _checked(parse: Parse[str], ok: Callable[[str], object],
+             refusal: Callable[[str], tuple[str, str]]) -> Parse[str]:
+    """What parse reads, if ok accepts it; else refusal(text), a message and a hint, is the
+    error and the value reads as "" (unset). "" is never refused."""
+    def check(ctx: _Ctx, ptr: str, value: Any) -> str:
+        text = parse(ctx, ptr, value)
+        if text and not ok(text):
+            ctx.error(ptr, *refusal(text))
+            return ""
+        return text
+    return check
+
+
 def _list(item: Parse[T]) -> Parse[tuple[T, ...]]:
     def parse(ctx: _Ctx, ptr: str, value: Any) -> tuple[T, ...]:
         if value is None:
@@ -441,36 +454,27 @@ def _wwn(ctx: _Ctx, ptr: str, value: Any) -> Wwn:
         return Wwn()
 
 
-def _name(ctx: _Ctx, ptr: str, value: Any) -> str:
-    """A volume, connection or device name: at most MAX_NAME_BYTES."""
-    name = _string(ctx, ptr, value)
-    if len(name.encode()) > MAX_NAME_BYTES:
-        ctx.error(ptr, f"a name of {len(name.encode())} bytes is too long",
-                  f"names are at most {MAX_NAME_BYTES} bytes (UTF-8), like file names")
-        return ""
-    return name
+#: A volume, connection or device name: at most MAX_NAME_BYTES.
+_name = _checked(_string, lambda name: len(name.encode()) <= MAX_NAME_BYTES, lambda name: (
+    f"a name of {len(name.encode())} bytes is too long",
+    f"names are at most {MAX_NAME_BYTES} bytes (UTF-8), like file names"))
 
 
 #: What QEMU's macaddr property takes: six hex pairs separated by ":" (or "-").
 MAC = re.compile(r"[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}")
 
 
-def _mac(ctx: _Ctx, ptr: str, value: Any) -> str:
-    mac = _string(ctx, ptr, value)
-    if not mac:
-        return mac
-    if not MAC.fullmatch(mac):
-        ctx.error(ptr, f"invalid MAC address {json.dumps(mac, ensure_ascii=False)}",
-                  "a MAC address is six hex pairs such as 52:54:00:12:34:56 "
-                  "(machina gen-mac makes one; leave it out to derive one)")
-        return ""
-    first = int(mac[:2], 16)
-    if first & 1 or int(re.sub("[:-]", "", mac), 16) == 0:
-        ctx.error(ptr, f"{mac} is not a unicast MAC address",
-                  "a network card needs a unicast address: the low bit of the first byte "
-                  "is 0 and not every byte is 0 (machina gen-mac makes one)")
-        return ""
-    return mac
+def _unicast(mac: str) -> bool:
+    return not (int(mac[:2], 16) & 1 or int(re.sub("[:-]", "", mac), 16) == 0)
+
+
+_mac = _checked(_checked(_string, MAC.fullmatch, lambda mac: (
+    f"invalid MAC address {json.dumps(mac, ensure_ascii=False)}",
+    "a MAC address is six hex pairs such as 52:54:00:12:34:56 "
+    "(machina gen-mac makes one; leave it out to derive one)")), _unicast, lambda mac: (
+    f"{mac} is not a unicast MAC address",
+    "a network card needs a unicast address: the low bit of the first byte "
+    "is 0 and not every byte is 0 (machina gen-mac makes one)"))
 
 
 #: Characters the kernel refuses in an interface name (dev_valid_name), or reads as a
@@ -478,16 +482,15 @@ def _mac(ctx: _Ctx, ptr: str, value: Any) -> str:
 TAP_REFUSED = ":%"
 
 
-def _connection_name(ctx: _Ctx, ptr: str, value: Any) -> str:
-    name = _name(ctx, ptr, value)
-    bad = sorted({c for c in name if c in TAP_REFUSED})
-    if bad:
-        ctx.error(ptr, f"invalid connection name {json.dumps(name, ensure_ascii=False)}: "
-                  + " and ".join(f'"{c}"' for c in bad) + " cannot be in a network "
-                  "interface name", "the connection name becomes part of the tap's name; "
-                  'the kernel refuses ":" there and reads "%" as a name template')
-        return ""
-    return name
+def _tap_refused(name: str) -> list[str]:
+    return sorted({c for c in name if c in TAP_REFUSED})
+
+
+_connection_name = _checked(_name, lambda name: not _tap_refused(name), lambda name: (
+    f"invalid connection name {json.dumps(name, ensure_ascii=False)}: "
+    + " and ".join(f'"{c}"' for c in _tap_refused(name)) + " cannot be in a network "
+    "interface name", "the connection name becomes part of the tap's name; "
+    'the kernel refuses ":" there and reads "%" as a name template'))
 
 
 def _volume(ctx: _Ctx, ptr: str, value: Any) -> Volume:
@@ -528,15 +531,11 @@ SOCKET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 SOCKET_ROOT = "/run/"
 
 
-def _socket_name(ctx: _Ctx, ptr: str, value: Any) -> str:
-    """A QMP socket name: a plain file name in /run/machina/NAME (issue 7, item 6)."""
-    name = _string(ctx, ptr, value)
-    if name and not SOCKET_NAME.fullmatch(name):
-        ctx.error(ptr, f"invalid QMP socket name {json.dumps(name, ensure_ascii=False)}",
-                  "a socket name is a plain file name in /run/machina/MACHINE: it starts "
-                  "with a letter or digit and has at most 64 of A-Z a-z 0-9 _ . -")
-        return ""
-    return name
+#: A QMP socket name: a plain file name in /run/machina/NAME (issue 7, item 6).
+_socket_name = _checked(_string, SOCKET_NAME.fullmatch, lambda name: (
+    f"invalid QMP socket name {json.dumps(name, ensure_ascii=False)}",
+    "a socket name is a plain file name in /run/machina/MACHINE: it starts "
+    "with a letter or digit and has at most 64 of A-Z a-z 0-9 _ . -"))
 
 
 def _run_socket_ok(path: str) -> bool:
@@ -545,17 +544,13 @@ def _run_socket_ok(path: str) -> bool:
             and path.count("/") >= 3 and not path.startswith("/run/user/"))
 
 
-def _socket_path(ctx: _Ctx, ptr: str, value: Any) -> str:
-    """A QMP socket path: absolute, normalized, in a directory below /run (not a user's
-    /run/user/UID), so a QEMU running as root replaces no file elsewhere."""
-    path = _string(ctx, ptr, value)
-    if path and not _run_socket_ok(path):
-        ctx.error(ptr, f"QMP socket path {json.dumps(path, ensure_ascii=False)} is not "
-                  "allowed", "a socket path is absolute and normalized, in a directory "
-                  "below /run/ (such as /run/qmp/NAME.sock), not in /run/user/; or use "
-                  "\"names\" for sockets in /run/machina/MACHINE")
-        return ""
-    return path
+#: A QMP socket path: absolute, normalized, in a directory below /run (not a user's
+#: /run/user/UID), so a QEMU running as root replaces no file elsewhere.
+_socket_path = _checked(_string, _run_socket_ok, lambda path: (
+    f"QMP socket path {json.dumps(path, ensure_ascii=False)} is not allowed",
+    "a socket path is absolute and normalized, in a directory below /run/ (such as "
+    "/run/qmp/NAME.sock), not in /run/user/; or use \"names\" for sockets in "
+    "/run/machina/MACHINE"))
 
 
 _QMP_SOCKETS = _sub({"names": _list(_socket_name), "paths": _list(_socket_path)},
@@ -567,27 +562,19 @@ _AGENT_QEMU = _sub({"enabled": _bool, "port": _PORT, "port-pattern": _string, "u
 MACHINE_TYPE = re.compile(r"q35|pc-q35-[0-9]{1,3}\.[0-9]{1,3}")
 
 
-def _machine_type(ctx: _Ctx, ptr: str, value: Any) -> str:
-    text = _string(ctx, ptr, value)
-    if text and not MACHINE_TYPE.fullmatch(text):
-        ctx.error(ptr, f"machine type {json.dumps(text, ensure_ascii=False)} is not a q35 "
-                  "machine type", "machina builds q35 machines: write q35 or a version "
-                  "such as pc-q35-7.2 (qemu-system-x86_64 -machine help lists them); "
-                  "machina pin NAME writes the host QEMU's current one")
-        return ""
-    return text
+_machine_type = _checked(_string, MACHINE_TYPE.fullmatch, lambda text: (
+    f"machine type {json.dumps(text, ensure_ascii=False)} is not a q35 machine type",
+    "machina builds q35 machines: write q35 or a version such as pc-q35-7.2 "
+    "(qemu-system-x86_64 -machine help lists them); machina pin NAME writes the host "
+    "QEMU's current one"))
 
 
-def _tpm_socket_path(ctx: _Ctx, ptr: str, value: Any) -> str:
-    """swtpm's control socket (attrs.tpm.socket.path): the rule of QMP socket paths, so
-    an swtpm running as root replaces no file outside /run."""
-    path = _string(ctx, ptr, value)
-    if path and not _run_socket_ok(path):
-        ctx.error(ptr, f"TPM socket path {json.dumps(path, ensure_ascii=False)} is not "
-                  "allowed", "a socket path is absolute and normalized, in a directory "
-                  "below /run/ (such as /run/tpm/NAME.sock), not in /run/user/")
-        return ""
-    return path
+#: swtpm's control socket (attrs.tpm.socket.path): the rule of QMP socket paths, so an
+#: swtpm running as root replaces no file outside /run.
+_tpm_socket_path = _checked(_string, _run_socket_ok, lambda path: (
+    f"TPM socket path {json.dumps(path, ensure_ascii=False)} is not allowed",
+    "a socket path is absolute and normalized, in a directory below /run/ (such as "
+    "/run/tpm/NAME.sock), not in /run/user/"))
 
 
 def _tpm(ctx: _Ctx, ptr: str, value: Any) -> Tpm:
@@ -664,14 +651,10 @@ def _attrs(ctx: _Ctx, ptr: str, value: Any) -> Attributes:
 ENLIGHTENMENT_LEVELS = ("basic", "full")
 
 
-def _level(ctx: _Ctx, ptr: str, value: Any) -> str:
-    level = _string(ctx, ptr, value)
-    if level not in ("", *ENLIGHTENMENT_LEVELS):
-        ctx.error(ptr, f"unknown enlightenment level {json.dumps(level)}",
-                  '"basic" gives the four classic Hyper-V flags, "full" the complete set a '
-                  "modern Windows guest uses")
-        return ""
-    return level
+_level = _checked(_string, ENLIGHTENMENT_LEVELS.__contains__, lambda level: (
+    f"unknown enlightenment level {json.dumps(level)}",
+    '"basic" gives the four classic Hyper-V flags, "full" the complete set a '
+    "modern Windows guest uses"))
 
 
 _DEFINITION: dict[str, Parse[Any]] = {
@@ -746,13 +729,9 @@ def _mdev(ctx: _Ctx, ptr: str, value: Any) -> MediatedDevice:
 PRIVILEGE_MODES = ("root", "least")
 
 
-def _mode(ctx: _Ctx, ptr: str, value: Any) -> str:
-    mode = _string(ctx, ptr, value)
-    if mode not in ("", *PRIVILEGE_MODES):
-        ctx.error(ptr, f"unknown privilege mode {json.dumps(mode)}",
-                  '"least" runs QEMU as an unprivileged, sandboxed user; "root" as root')
-        return ""
-    return mode
+_mode = _checked(_string, PRIVILEGE_MODES.__contains__, lambda mode: (
+    f"unknown privilege mode {json.dumps(mode)}",
+    '"least" runs QEMU as an unprivileged, sandboxed user; "root" as root'))
 
 
 def _privileges(ctx: _Ctx, ptr: str, value: Any) -> Privileges:
@@ -776,13 +755,9 @@ def _qemu_host(ctx: _Ctx, ptr: str, value: Any) -> QemuHost:
     return QemuHost(**f)
 
 
-def _abs_path(ctx: _Ctx, ptr: str, value: Any) -> str:
-    path = _string(ctx, ptr, value)
-    if path and not path.startswith("/"):
-        ctx.error(ptr, f"expected an absolute path, got {json.dumps(path)}",
-                  "machina firmware detect writes the paths QEMU's descriptors name")
-        return ""
-    return path
+_abs_path = _checked(_string, lambda path: path.startswith("/"), lambda path: (
+    f"expected an absolute path, got {json.dumps(path)}",
+    "machina firmware detect writes the paths QEMU's descriptors name"))
 
 
 def _firmware(ctx: _Ctx, ptr: str, value: Any) -> Firmware:
