@@ -204,3 +204,18 @@ def test_a_fifo_in_the_chain_is_refused_at_once(machina: Machina, tmp_path: Path
     message = assert_error(machina.run("generate", "--preview", "vm", config_dir=cfg,
                                        timeout=20))
     assert f"{pool / 'vm-data.qcow2'} is not a regular file or a block device" in message
+
+
+def test_a_nul_in_a_name_is_refused(pool: Path) -> None:
+    """QEMU reads a backing or data file name up to its first NUL; root's check crashed
+    on one ("unexpected ValueError: embedded null byte") instead of refusing (review)."""
+    qcow2(pool / "base.qcow2")
+    qcow2(pool / "top.qcow2", "base.qcow2" + "X" * 16)
+    top = pool / "top.qcow2"
+    data = top.read_bytes()
+    top.write_bytes(data.replace(b"base.qcow2" + b"X" * 16, b"base.qcow2\0" + b"/" * 15))
+    refused(pool, "not a valid qcow2 image", "NUL")
+    qcow2(pool / "top.qcow2", None, "-o", f"data_file={pool / 'in.dataXX'}")
+    data = top.read_bytes()
+    top.write_bytes(data.replace(b"in.dataXX", b"in.data\0X"))
+    refused(pool, "not a valid qcow2 image", "NUL")

@@ -74,6 +74,8 @@ def parse_qcow2_header(data: bytes) -> Qcow2Header | None:
         elif kind == EXT_DATA_FILE:
             data_file = body.decode("utf-8", "surrogateescape")
         ext_at += 8 + (length + 7) // 8 * 8
+    if "\0" in backing or "\0" in data_file:  # QEMU would read the name up to it
+        raise ValueError("a backing or data file name contains a NUL byte")
     if incompatible & INCOMPAT_DATA_FILE and not data_file:
         raise ValueError("the image has an external data file but does not name it")
     return Qcow2Header(version, backing, backing_format, data_file)
