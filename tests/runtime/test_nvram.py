@@ -73,3 +73,30 @@ def test_directories_are_searchable_whatever_the_umask(tmp_path: Path) -> None:
         os.umask(old)
     assert (tmp_path / "a").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "a" / "b").stat().st_mode & 0o777 == 0o755
+
+
+@pytest.mark.root
+def test_a_template_a_user_can_swap_is_not_copied(tmp_path: Path) -> None:
+    """A vars template in a directory a user may write (review): the user replaces it by
+    a link to a root-only file, and root copied that file into the machine's NVRAM, which
+    the machine's group (and its guest) reads. A template whose link root made in a
+    root-only directory is still followed (Fedora's /usr/share/OVMF is one)."""
+    from .test_root_safety import NOBODY, as_nobody, searchable
+
+    victim = tmp_path / "root-only"
+    victim.write_bytes(b"secret")
+    victim.chmod(0o600)
+    users = searchable(tmp_path) / "templates"
+    users.mkdir()
+    os.chown(users, NOBODY, NOBODY)
+    as_nobody("ln", "-s", str(victim), str(users / "VARS.fd"))
+    nv = Nvram(str(tmp_path / "vm" / "nvram.fd"), str(users / "VARS.fd"))
+    with pytest.raises(HostError, match=f"{users} may be changed by a user other than root"):
+        create_nvram(nv)
+    assert not Path(nv.path).exists()
+    root_dir = tmp_path / "ovmf"
+    root_dir.mkdir()
+    (root_dir / "VARS.real.fd").write_bytes(b"T" * 64)
+    (root_dir / "VARS.fd").symlink_to("VARS.real.fd")
+    assert create_nvram(Nvram(nv.path, str(root_dir / "VARS.fd"))) is True
+    assert Path(nv.path).read_bytes() == b"T" * 64

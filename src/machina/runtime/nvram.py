@@ -61,6 +61,23 @@ def check_template(nvram: Nvram) -> None:
                                        "firmware section",))
 
 
+def _read_template(nvram: Nvram) -> bytes:
+    """The template's bytes, read only from a regular file in directories only root may
+    change (safepath): a user who could swap it for a link would have root copy any file
+    into the NVRAM, which the machine's group and its guest read. The links on the way
+    are resolved first (Fedora's /usr/share/OVMF is one), and the template's own
+    directory must be root's too, so a link there was made by root."""
+    with safepath.open_dir_nofollow(os.path.realpath(os.path.dirname(nvram.template))):
+        pass
+    with safepath.open_nofollow(os.path.realpath(nvram.template)) as leaf:
+        if not stat.S_ISREG(leaf.st.st_mode):
+            raise HostError(f"the firmware's NVRAM template {nvram.template} is not a "
+                            "regular file")
+        fd = os.open(f"/proc/self/fd/{leaf.fd}", os.O_RDONLY | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as src:
+            return src.read()
+
+
 def create_nvram(nvram: Nvram) -> bool:
     """Copy the template to the machine's NVRAM file unless a file is there; True when
     created. The copy is written to a temporary file and linked into place, in the
@@ -72,8 +89,7 @@ def create_nvram(nvram: Nvram) -> bool:
     directory, name = os.path.split(nvram.path)
     tmp = f".{name}.machina-new"
     try:
-        with open(nvram.template, "rb") as src:
-            data = src.read()
+        data = _read_template(nvram)
         _ensure_dirs(directory)
         with safepath.open_dir_nofollow(directory) as d:
             with contextlib.suppress(FileNotFoundError):
