@@ -249,3 +249,34 @@ def test_cat_and_list_json_show_the_tpm_and_its_unit(machina: Machina) -> None:
              for m in parse_document(proc.stdout, "list")["machines"]}
     assert units == {"kiosk": ["machina-swtpm@kiosk.service"], "swtpm-win11": [],
                      "win11": ["machina-swtpm@win11.service"]}
+
+
+def test_cat_json_readonly_is_what_qemu_opens_read_only(machina: Machina,
+                                                         tmp_path: Path) -> None:
+    """`readonly` of a volume says whether QEMU opens it read-only: installation media
+    always (their pools need no "readonly"), other volumes when they or their pool say so;
+    checked against the `read-only=on` of each file node in `args`."""
+    host = {"storage": {
+        "data": {"path": "/srv/vm/", "pattern": "${volume}.raw", "type": "raw"},
+        "gold": {"path": "/srv/gold/", "pattern": "${volume}.raw", "type": "raw",
+                 "readonly": True},
+        "sata": {"path": "/srv/iso/", "pattern": "${volume}.iso", "type": "iso-ahci"},
+        "cd": {"path": "/srv/iso/", "pattern": "${volume}.iso", "type": "iso-scsi"},
+        "usb": {"path": "/srv/iso/", "pattern": "${volume}.img", "type": "iso-usb"}}}
+    machine = {"id": ID.format(4), "attrs": {"memory": {"ram": 512}},
+               "volumes": [{"name": "os", "storage": "data"},
+                           {"name": "scratch", "storage": "data", "readonly": True},
+                           {"name": "base", "storage": "gold"},
+                           {"name": "setup", "storage": "sata"},
+                           {"name": "drivers", "storage": "cd"},
+                           {"name": "stick", "storage": "usb"}]}
+    config = make_config(tmp_path / "etc", host, {"media": machine})
+    volumes = run_json(machina, config, "cat", "media")["machines"][0]["volumes"]
+    args = machina.run("args", "media", config_dir=config)
+    assert_ok(args)
+    opened = {m.group(2): m.group(1) is not None for m in re.finditer(
+        r"-blockdev driver=(?:file|host_device),\S*?(read-only=on,)?filename=(\S+) ",
+        args.stdout)}
+    assert {v["path"]: v["readonly"] for v in volumes} == opened
+    assert [v["name"] for v in volumes if v["readonly"]] == [
+        "scratch", "base", "setup", "drivers", "stick"]

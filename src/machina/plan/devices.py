@@ -28,7 +28,14 @@ DEFAULT_UP = "/usr/bin/machina-ifup"
 DEFAULT_DOWN = "/usr/bin/machina-ifdown"
 QXL_MEMORY = 67108864
 SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with the final NUL
-POOL_TYPES = ("raw", "raw-block", "qcow2", "iso-ahci", "iso-scsi", "iso-usb", "firmware")
+#: Pool types whose volumes QEMU always opens read-only (CDs and USB installation media).
+MEDIA_TYPES = ("iso-ahci", "iso-scsi", "iso-usb")
+POOL_TYPES = (*DISK_POOL_TYPES, *MEDIA_TYPES, "firmware")
+
+
+def read_only(pool: Storage, volume: Volume) -> bool:
+    """Whether QEMU opens the volume read-only: a read-only pool or volume, or media."""
+    return pool.readonly or volume.readonly or pool.type in MEDIA_TYPES
 
 #: attrs.enlightenments.level "full" (ours): the reference's later set (spec/later.md §7),
 #: without its vendor-specific extras (hv-avic for AMD, hv-evmcs for Intel): those need the
@@ -376,7 +383,7 @@ class _Builder:
                 ("a storage pattern, and the variables and description it uses, must not "
                  "lead out of the pool (no \"..\")",))
         m, v = self.m.name, volume.name
-        readonly = pool.readonly or volume.readonly
+        readonly = read_only(pool, volume)
         # ours, opt-in (D21): thin storage passes the guest's discards on
         discard = pool.discard or volume.discard
         zeroes = pool.detect_zeroes or ("unmap" if discard else "")
