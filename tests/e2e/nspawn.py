@@ -30,6 +30,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+E2E = Path(__file__).resolve().parent
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # The container boots the host's /usr, so it inherits every installed package's units:
@@ -230,6 +232,26 @@ class Container:
         if unit:
             argv += ["-u", unit]
         return self.run(argv).stdout
+
+    def sh(self, script: str) -> str:
+        """Run a ``sh -e`` script inside the container; its standard output."""
+        return self.run(["sh", "-ec", script], check=True).stdout
+
+    def qmp(self, machine: str, *commands: dict[str, object]) -> list[dict[str, object]]:
+        """Send QMP ``commands`` to ``machine``'s first command socket (qmp_exec.py
+        inside the container); one reply each."""
+        out = self.run([self.python, str(E2E / "qmp_exec.py"),
+                        f"/run/machina/{machine}/command.0.qmp.socket",
+                        *(json.dumps(cmd) for cmd in commands)], check=True).stdout
+        return [json.loads(line) for line in out.splitlines()]
+
+    def wait_qmp(self, machine: str, timeout: float, units: Sequence[str]) -> None:
+        """Until ``machina query cpu MACHINE`` answers (QEMU is up on its QMP socket);
+        past ``timeout`` s, fail with the journals of ``units``."""
+        deadline = time.monotonic() + timeout
+        while not self.run(["machina", "query", "cpu", machine]).stdout.startswith("----"):
+            assert time.monotonic() < deadline, "".join(self.journal(u) for u in units)
+            time.sleep(0.1)
 
     def write_file(self, path: str, text: str, mode: int = 0o644) -> None:
         """Create or replace ``path`` inside the container (parents are created)."""

@@ -19,15 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from nspawn import DEFAULT_MASK, Bind, Container, booted_systemd
+from nspawn import Container
+from tiny_host import GUEST, assert_unprivileged, exposure, tiny_guest_host
 
 pytestmark = [pytest.mark.nspawn, pytest.mark.qemu, pytest.mark.kvm]
 
-E2E = Path(__file__).resolve().parent
 VM_ID = "5f0c4d9e-8a3b-4c1e-9d2f-7b6a5c4d3e21"
 UNIT = "machina-vm.service"
-MASK = DEFAULT_MASK
-GUEST = "/usr/local/lib/machina/guest.elf"
 HOST_CONFIG = {
     "qemu": {"cpu": "qemu64"},
     "privileges": {"mode": "least"},
@@ -51,23 +49,11 @@ MACHINE = {
 class LeastHost:
     c: Container
 
-    def sh(self, script: str) -> str:
-        return self.c.run(["sh", "-ec", script], check=True).stdout
-
     def machina(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.c.run(["machina", *args], check=check)
 
-    def qmp(self, *commands: dict[str, object]) -> list[dict[str, object]]:
-        out = self.c.run([self.c.python, str(E2E / "qmp_exec.py"),
-                          "/run/machina/vm/command.0.qmp.socket",
-                          *(json.dumps(cmd) for cmd in commands)], check=True).stdout
-        return [json.loads(line) for line in out.splitlines()]
-
     def wait_qmp(self, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.machina("query", "cpu", "vm", check=False).stdout.startswith("----"):
-            assert time.monotonic() < deadline, self.c.journal(UNIT)
-            time.sleep(0.1)
+        self.c.wait_qmp("vm", timeout, (UNIT,))
 
     def group_id(self) -> int:
         out = self.machina("cat", "vm").stdout
@@ -78,29 +64,14 @@ class LeastHost:
 
 @pytest.fixture
 def least(tmp_path: Path, tiny_guest_elf: Path) -> Iterator[LeastHost]:
-    with booted_systemd(tmp_path, binds=[Bind(tiny_guest_elf.parent)], mask=MASK) as c:
-        c.install_machina()
-        h = LeastHost(c)
-        h.sh(f"""
-            install -D -m 0644 {tiny_guest_elf} {GUEST}
+    with tiny_guest_host(tmp_path, tiny_guest_elf, HOST_CONFIG, MACHINE, """
             mkdir -p /var/lib/machina /srv/iso /var/lib/other
             truncate -s 16M /var/lib/machina/vm-os.raw && chmod 0600 /var/lib/machina/vm-os.raw
             truncate -s 1M /srv/iso/tools.iso && chmod 0644 /srv/iso/tools.iso
             truncate -s 1M /var/lib/other/secret.raw && chmod 0600 /var/lib/other/secret.raw
             ip link add br0 type bridge && ip link set br0 up
-            # as on a Debian host with QEMU: a kvm group owning /dev/kvm (the container's
-            # empty /etc has none)
-            getent group kvm >/dev/null || groupadd -g "$(stat -c %g /dev/kvm)" kvm
-        """)
-        c.write_file("/etc/machina/machina.conf.json", json.dumps(HOST_CONFIG))
-        c.write_file("/etc/machina/machine.conf.d/vm.conf.json", json.dumps(MACHINE))
-        yield h
-
-
-def _exposure(text: str) -> float:
-    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", text)
-    assert m, text
-    return float(m.group(1))
+    """) as c:
+        yield LeastHost(c)
 
 
 def test_qemu_runs_unprivileged_and_stops_in_order(least: LeastHost) -> None:
@@ -112,24 +83,20 @@ def test_qemu_runs_unprivileged_and_stops_in_order(least: LeastHost) -> None:
     h.wait_qmp()
 
     # prepare gave the machine's own disk to its group, without opening it to others
-    st = h.sh("stat -c '%g %a' /var/lib/machina/vm-os.raw").split()
+    st = h.c.sh("stat -c '%g %a' /var/lib/machina/vm-os.raw").split()
     assert st == [str(gid), "660"], st
-    assert h.sh("stat -c '%g %a' /srv/iso/tools.iso").split() == ["0", "644"]
+    assert h.c.sh("stat -c '%g %a' /srv/iso/tools.iso").split() == ["0", "644"]
     # the tap exists, is owned by the group, on the bridge, up
-    assert h.sh("cat /sys/class/net/vm.0/tun_flags >/dev/null; "
-                "cat /sys/class/net/vm.0/group").strip() == str(gid)
-    assert h.sh("basename $(readlink /sys/class/net/vm.0/master)").strip() == "br0"
+    assert h.c.sh("cat /sys/class/net/vm.0/tun_flags >/dev/null; "
+                  "cat /sys/class/net/vm.0/group").strip() == str(gid)
+    assert h.c.sh("basename $(readlink /sys/class/net/vm.0/master)").strip() == "br0"
 
     pid = c.unit_properties(UNIT, "MainPID")["MainPID"]
-    status = h.sh(f"cat /proc/{pid}/status")
-    uid = int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
-    groups = re.search(r"^Groups:\s*(.*)$", status, re.M).group(1).split()  # type: ignore[union-attr]
-    assert uid != 0, status
-    assert re.search(r"^CapEff:\s+0000000000000000$", status, re.M), status
-    assert str(gid) in groups, status
-    assert "qemu-system-x86" in h.sh(f"cat /proc/{pid}/comm")
+    status = h.c.sh(f"cat /proc/{pid}/status")
+    assert_unprivileged(status, gid)
+    assert "qemu-system-x86" in h.c.sh(f"cat /proc/{pid}/comm")
 
-    score = _exposure(c.run(["systemd-analyze", "security", UNIT]).stdout)
+    score = exposure(c.run(["systemd-analyze", "security", UNIT]).stdout)
     assert score <= 1.6, score
 
     c.systemctl("stop", UNIT, check=True)
@@ -148,7 +115,8 @@ def test_sandbox_refuses_what_qemu_must_not_do(least: LeastHost) -> None:
     h.machina("start", "vm")
     h.wait_qmp()
 
-    secret, iso = h.qmp(
+    secret, iso = h.c.qmp(
+        "vm",
         {"execute": "blockdev-add", "arguments": {
             "driver": "file", "node-name": "steal", "filename": "/var/lib/other/secret.raw"}},
         {"execute": "blockdev-add", "arguments": {
@@ -161,7 +129,8 @@ def test_sandbox_refuses_what_qemu_must_not_do(least: LeastHost) -> None:
 
     # a process QEMU would start (exec: migration) is refused by -sandbox spawn=deny
     pid = c.unit_properties(UNIT, "MainPID")["MainPID"]
-    (spawn,) = h.qmp({"execute": "migrate", "arguments": {"uri": "exec:touch /tmp/spawned"}})
+    (spawn,) = h.c.qmp("vm", {"execute": "migrate",
+                              "arguments": {"uri": "exec:touch /tmp/spawned"}})
     time.sleep(1)
     assert c.run(["test", "-e", "/tmp/spawned"]).returncode != 0
     journal = c.journal(UNIT)
@@ -169,14 +138,14 @@ def test_sandbox_refuses_what_qemu_must_not_do(least: LeastHost) -> None:
     assert "error" in spawn or killed, (spawn, journal)
     # whichever way it was refused, the machine process never gained a child
     if not killed:
-        assert h.sh(f"cat /proc/{pid}/task/*/children").strip() == ""
+        assert h.c.sh(f"cat /proc/{pid}/task/*/children").strip() == ""
     c.systemctl("stop", UNIT)
 
 
 def test_inaccessible_disk_is_refused_before_qemu_starts(least: LeastHost) -> None:
     h, c = least, least.c
-    h.sh("mkdir -p /var/lib/locked && chmod 0700 /var/lib/locked && "
-         "truncate -s 16M /var/lib/locked/vm-os.raw")
+    h.c.sh("mkdir -p /var/lib/locked && chmod 0700 /var/lib/locked && "
+           "truncate -s 16M /var/lib/locked/vm-os.raw")
     config = json.loads(json.dumps(HOST_CONFIG))
     config["storage"]["disks"]["path"] = "/var/lib/locked"
     c.write_file("/etc/machina/machina.conf.json", json.dumps(config))
@@ -193,6 +162,6 @@ def test_inaccessible_disk_is_refused_before_qemu_starts(least: LeastHost) -> No
     assert "is not searchable" in journal and "qemu-system" not in journal, journal
     # the fix the hint names works
     gid = h.group_id()
-    h.sh(f"setfacl -m g:{gid}:x /var/lib/locked 2>/dev/null || chmod o+x /var/lib/locked")
+    h.c.sh(f"setfacl -m g:{gid}:x /var/lib/locked 2>/dev/null || chmod o+x /var/lib/locked")
     assert h.machina("prepare", "vm", check=False).returncode == 0
     h.machina("teardown", "vm")

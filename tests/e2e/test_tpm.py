@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from nspawn import DEFAULT_MASK, Bind, Container, booted_systemd
+from nspawn import Container
+from tiny_host import GUEST, assert_unprivileged, exposure, tiny_guest_host
 
 pytestmark = [pytest.mark.nspawn, pytest.mark.qemu, pytest.mark.kvm]
 
@@ -32,7 +33,6 @@ E2E = Path(__file__).resolve().parent
 VM_ID = "3c2b1a09-8f7e-4d6c-9b5a-4e3d2c1b0a98"
 QEMU_UNIT = "machina-vm.service"
 TPM_UNIT = "machina-swtpm@vm.service"
-GUEST = "/usr/local/lib/machina/guest.elf"
 STATE = "/var/lib/machina/tpm/vm/state"
 
 
@@ -60,9 +60,6 @@ class TpmHost:
     c: Container
     least: bool
 
-    def sh(self, script: str) -> str:
-        return self.c.run(["sh", "-ec", script], check=True).stdout
-
     def machina(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         res = self.c.run(["machina", *args])
         assert res.returncode == 0 or not check, (
@@ -70,25 +67,15 @@ class TpmHost:
             f"--- journal ---\n{self.c.journal(TPM_UNIT)}{self.c.journal(QEMU_UNIT)}")
         return res
 
-    def qmp(self, *commands: dict[str, object]) -> list[dict[str, object]]:
-        out = self.c.run([self.c.python, str(E2E / "qmp_exec.py"),
-                          "/run/machina/vm/command.0.qmp.socket",
-                          *(json.dumps(cmd) for cmd in commands)], check=True).stdout
-        return [json.loads(line) for line in out.splitlines()]
-
     def wait_qmp(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.machina("query", "cpu", "vm", check=False).stdout.startswith("----"):
-            assert time.monotonic() < deadline, (self.c.journal(QEMU_UNIT)
-                                                 + self.c.journal(TPM_UNIT))
-            time.sleep(0.1)
+        self.c.wait_qmp("vm", timeout, (QEMU_UNIT, TPM_UNIT))
 
     def ek(self) -> str:
         return self.c.run([self.c.python, str(E2E / "tpm_ek.py"), STATE], check=True,
                           timeout=60).stdout.strip()
 
     def state_stat(self) -> str:
-        return self.sh(f"stat -c '%n %i %Y %s' {STATE}/tpm2-00.permall")
+        return self.c.sh(f"stat -c '%n %i %Y %s' {STATE}/tpm2-00.permall")
 
     def monotonic(self, unit: str, prop: str) -> int:
         return int(self.c.unit_properties(unit, prop)[prop])
@@ -96,7 +83,7 @@ class TpmHost:
     def process(self, unit: str) -> str:
         pid = self.c.unit_properties(unit, "MainPID")["MainPID"]
         assert pid != "0", self.c.journal(unit)
-        return self.sh(f"cat /proc/{pid}/status")
+        return self.c.sh(f"cat /proc/{pid}/status")
 
 
 @pytest.fixture(params=[False, True], ids=["root", "least"])
@@ -104,32 +91,10 @@ def tpm_host(request: pytest.FixtureRequest, tmp_path: Path,
              tiny_guest_elf: Path) -> Iterator[TpmHost]:
     if shutil.which("swtpm") is None or shutil.which("swtpm_setup") is None:
         pytest.fail("needs swtpm and swtpm_setup (apt-get install swtpm swtpm-tools)")
-    with booted_systemd(tmp_path, binds=[Bind(tiny_guest_elf.parent)],
-                        mask=DEFAULT_MASK) as c:
-        c.install_machina()
-        h = TpmHost(c, request.param)
-        h.sh(f"""
-            install -D -m 0644 {tiny_guest_elf} {GUEST}
-            mkdir -p /var/lib/machina/tpm
-            getent group kvm >/dev/null || groupadd -g "$(stat -c %g /dev/kvm)" kvm
-        """)
-        c.write_file("/etc/machina/machina.conf.json", json.dumps(host_config(h.least)))
-        c.write_file("/etc/machina/machine.conf.d/vm.conf.json", json.dumps(MACHINE))
-        yield h
-
-
-def _exposure(text: str) -> float:
-    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", text)
-    assert m, text
-    return float(m.group(1))
-
-
-def _unprivileged(status: str, gid: int) -> None:
-    uid = int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
-    groups = re.search(r"^Groups:\s*(.*)$", status, re.M).group(1).split()  # type: ignore[union-attr]
-    assert uid != 0, status
-    assert re.search(r"^CapEff:\s+0000000000000000$", status, re.M), status
-    assert str(gid) in groups, status
+    least = request.param
+    with tiny_guest_host(tmp_path, tiny_guest_elf, host_config(least), MACHINE,
+                         "mkdir -p /var/lib/machina/tpm") as c:
+        yield TpmHost(c, least)
 
 
 def test_swtpm_unit_pairs_with_the_vm_and_keeps_its_tpm(tpm_host: TpmHost) -> None:
@@ -148,7 +113,7 @@ def test_swtpm_unit_pairs_with_the_vm_and_keeps_its_tpm(tpm_host: TpmHost) -> No
     # swtpm was up before QEMU started
     assert h.monotonic(TPM_UNIT, "ActiveEnterTimestampMonotonic") <= \
         h.monotonic(QEMU_UNIT, "ExecMainStartTimestampMonotonic")
-    (tpm,) = h.qmp({"execute": "query-tpm"})
+    (tpm,) = h.c.qmp("vm", {"execute": "query-tpm"})
     assert tpm["return"] == [{"model": "tpm-crb", "id": "tpm.0", "options": {
         "type": "emulator", "data": {"chardev": "tpm.0.socket"}}}], tpm
     listing = h.machina("list").stdout
@@ -158,17 +123,17 @@ def test_swtpm_unit_pairs_with_the_vm_and_keeps_its_tpm(tpm_host: TpmHost) -> No
     if h.least:
         gid = int(re.search(r"File System Access Group: machina-vm:(\d+)",  # type: ignore[union-attr]
                             h.machina("cat", "vm").stdout).group(1))
-        _unprivileged(h.process(TPM_UNIT), gid)
-        _unprivileged(h.process(QEMU_UNIT), gid)
-        assert "swtpm" in h.sh(f"cat /proc/{c.unit_properties(TPM_UNIT, 'MainPID')['MainPID']}"
-                               "/comm")
+        assert_unprivileged(h.process(TPM_UNIT), gid)
+        assert_unprivileged(h.process(QEMU_UNIT), gid)
+        assert "swtpm" in h.c.sh(f"cat /proc/{c.unit_properties(TPM_UNIT, 'MainPID')['MainPID']}"
+                                 "/comm")
         # the state and socket: the machine's group only
-        assert h.sh(f"stat -c '%g %a' {STATE}").split() == [str(gid), "2770"]
-        assert h.sh(f"stat -c '%g %a' {STATE}/tpm2-00.permall").split() == [str(gid), "660"]
-        assert h.sh("stat -c '%g %a' /run/machina-swtpm/vm/control.socket").split() == \
+        assert h.c.sh(f"stat -c '%g %a' {STATE}").split() == [str(gid), "2770"]
+        assert h.c.sh(f"stat -c '%g %a' {STATE}/tpm2-00.permall").split() == [str(gid), "660"]
+        assert h.c.sh("stat -c '%g %a' /run/machina-swtpm/vm/control.socket").split() == \
             [str(gid), "660"]
         for unit in (QEMU_UNIT, TPM_UNIT):
-            score = _exposure(c.run(["systemd-analyze", "security", unit]).stdout)
+            score = exposure(c.run(["systemd-analyze", "security", unit]).stdout)
             assert score <= 1.6, (unit, score)
 
     # stopping the VM stops its TPM
@@ -187,7 +152,7 @@ def test_swtpm_unit_pairs_with_the_vm_and_keeps_its_tpm(tpm_host: TpmHost) -> No
     # a restarted VM has the same TPM; stopping the TPM stops the VM (BindsTo=)
     h.machina("start", "vm")
     h.wait_qmp()
-    (tpm,) = h.qmp({"execute": "query-tpm"})
+    (tpm,) = h.c.qmp("vm", {"execute": "query-tpm"})
     assert tpm["return"][0]["model"] == "tpm-crb", tpm
     c.systemctl("stop", TPM_UNIT, check=True)
     c.wait_until(["systemctl", "is-active", QEMU_UNIT], ("inactive",), 30)
@@ -254,7 +219,7 @@ def test_a_crashed_qemu_is_restarted_with_its_tpm(tpm_host: TpmHost) -> None:
     h.machina("start", "vm")
     h.wait_qmp()
     pid = c.unit_properties(QEMU_UNIT, "MainPID")["MainPID"]
-    h.sh(f"kill -9 {pid}")
+    h.c.sh(f"kill -9 {pid}")
     deadline = time.monotonic() + 40
     while True:
         new = c.unit_properties(QEMU_UNIT, "MainPID")["MainPID"]
@@ -263,7 +228,7 @@ def test_a_crashed_qemu_is_restarted_with_its_tpm(tpm_host: TpmHost) -> None:
         assert time.monotonic() < deadline, c.journal(QEMU_UNIT) + c.journal(TPM_UNIT)
         time.sleep(0.2)
     h.wait_qmp()
-    (tpm,) = h.qmp({"execute": "query-tpm"})
+    (tpm,) = h.c.qmp("vm", {"execute": "query-tpm"})
     assert tpm["return"][0]["model"] == "tpm-crb", (tpm, c.journal(TPM_UNIT))
     assert c.unit_state(TPM_UNIT) == "active"
     h.machina("stop", "vm")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -177,3 +178,21 @@ def fake_program(path: Path, body: str) -> Path:
     path.write_text(f"#!{sys.executable}\n{body}", encoding="utf-8")
     os.chmod(path, 0o755)
     return path
+
+
+def searchable(d: Path) -> Path:
+    """Make d and every directory above it searchable by everyone (pytest's are 0700)."""
+    for p in (d, *d.parents):
+        if p == Path("/"):
+            break
+        if not p.stat().st_mode & stat.S_IXOTH:
+            p.chmod(p.stat().st_mode | stat.S_IXOTH)
+    return d
+
+
+def access_group(machina: Machina, config_dir: Path, name: str = "vm") -> tuple[str, int]:
+    """The machine's file-system access group as `cat` shows it: its name and GID."""
+    out = machina.run("cat", name, config_dir=config_dir).stdout
+    line = next(x for x in out.splitlines() if "File System Access Group:" in x)
+    group, gid = line.split(": ", 1)[1].rsplit(":", 1)
+    return group, int(gid)

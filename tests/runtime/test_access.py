@@ -14,6 +14,8 @@ import pytest
 
 from strictmode import unavailable
 
+from .support import Machina, access_group, searchable
+
 pytestmark = pytest.mark.root
 
 VM_ID = "3c9d6f1e-2b4a-4c8d-9e7f-1a2b3c4d5e6f"
@@ -40,9 +42,7 @@ def _run(cmd: list[str], env: dict[str, str], config: Path, *args: str
 
 
 def _gid(cmd: list[str], env: dict[str, str], config: Path) -> int:
-    out = _run(cmd, env, config, "cat", "vm").stdout
-    line = next(x for x in out.splitlines() if "File System Access Group:" in x)
-    return int(line.rsplit(":", 1)[1])
+    return access_group(Machina(cmd, env), config)[1]
 
 
 @pytest.fixture
@@ -50,12 +50,7 @@ def world(tmp_path: Path) -> Path:
     """A world-searchable directory (pytest's own tmp dirs are 0700)."""
     d = tmp_path / "pub"
     d.mkdir()
-    for p in (d, *d.parents):
-        if p == Path("/"):
-            break
-        if not p.stat().st_mode & stat.S_IXOTH:
-            p.chmod(p.stat().st_mode | stat.S_IXOTH)
-    return d
+    return searchable(d)
 
 
 def test_prepare_gives_the_disk_to_the_group_only(world: Path, tmp_path: Path,

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from .support import Machina, assert_error, assert_ok, make_config
+from .support import Machina, access_group, assert_error, assert_ok, make_config, searchable
 
 pytestmark = pytest.mark.root
 
@@ -29,25 +29,28 @@ NOBODY = 65534
 VM_ID = "5f0e7c1a-9d2b-4e3f-8a6b-0c1d2e3f4a5b"
 
 
-@pytest.fixture
-def machina(machina_cmd: list[str], machina_env: dict[str, str]) -> Machina:
-    return Machina(machina_cmd, machina_env)
+#: Run a command as the unprivileged user.
+AS_NOBODY = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--")
 
 
 def as_nobody(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
-                           "--clear-groups", "--", *argv],
-                          capture_output=True, text=True, check=check)
+    return subprocess.run([*AS_NOBODY, *argv], capture_output=True, text=True, check=check)
 
 
-def searchable(d: Path) -> Path:
-    """Make every directory above d searchable by everyone (pytest's are 0700)."""
-    for p in (d, *d.parents):
-        if p == Path("/"):
-            break
-        if not p.stat().st_mode & stat.S_IXOTH:
-            p.chmod(p.stat().st_mode | stat.S_IXOTH)
-    return d
+def make_pool(tmp_path: Path, owner: int = 0) -> Path:
+    """tmp_path/pool, reachable by everyone, owned by owner (a user may plant links in
+    their own pool)."""
+    pool = searchable(tmp_path) / "pool"
+    pool.mkdir()
+    os.chown(pool, owner, owner)
+    return pool
+
+
+def wait_for(path: Path, timeout: float = 5) -> None:
+    """Until path exists (made by a process started just before), at most timeout s."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def least_config(root: Path, pool: Path, machines: dict[str, Any],
@@ -61,6 +64,16 @@ def least_config(root: Path, pool: Path, machines: dict[str, Any],
 def vm(uuid: str = VM_ID, **extra: Any) -> dict[str, Any]:
     return {"id": uuid, "attrs": {"memory": {"ram": 64}},
             "volumes": [{"name": "os", "storage": "disks"}], **extra}
+
+
+def disk_and_iso_config(root: Path, disks: Path, isos: Path) -> Path:
+    """Least privilege; machine vm with disks/vm-os.raw and isos/cd.iso."""
+    return make_config(root, {
+        "privileges": {"mode": "least"},
+        "storage": {"disks": {"path": str(disks), "pattern": "vm-os.raw", "type": "raw"},
+                    "isos": {"path": str(isos), "pattern": "cd.iso", "type": "iso-scsi"}},
+    }, {"vm": vm(volumes=[{"name": "os", "storage": "disks"},
+                          {"name": "cd", "storage": "isos"}])})
 
 
 def snapshot(p: Path) -> tuple[int, int, int]:
@@ -88,9 +101,7 @@ def victim(tmp_path: Path) -> Path:
 
 def test_a_link_planted_in_a_user_writable_pool_is_not_followed(
         tmp_path: Path, victim: Path, machina: Machina) -> None:
-    pool = tmp_path / "pool"
-    pool.mkdir()
-    os.chown(pool, NOBODY, NOBODY)
+    pool = make_pool(tmp_path, NOBODY)
     as_nobody("ln", "-s", str(victim), str(pool / "vm-os.raw"))
     config = least_config(tmp_path / "etc", pool, {"vm": vm()})
     before = snapshot(victim)
@@ -109,9 +120,7 @@ def test_a_link_planted_in_a_user_writable_pool_is_not_followed(
 
 def test_a_link_in_a_root_only_pool_is_refused_too(tmp_path: Path, victim: Path,
                                                     machina: Machina) -> None:
-    pool = tmp_path / "pool"
-    searchable(pool.parent)
-    pool.mkdir()
+    pool = make_pool(tmp_path)
     (pool / "vm-os.raw").symlink_to(victim)
     config = least_config(tmp_path / "etc", pool, {"vm": vm()})
     before = snapshot(victim)
@@ -139,9 +148,7 @@ def test_a_directory_link_on_the_way_is_refused(tmp_path: Path, machina: Machina
 def test_a_root_file_in_a_user_writable_pool_is_not_handed_over(
         tmp_path: Path, machina: Machina) -> None:
     """The user could swap it for a link between the check and the change."""
-    pool = tmp_path / "pool"
-    searchable(pool.parent)
-    pool.mkdir()
+    pool = make_pool(tmp_path)
     pool.chmod(0o777)
     disk = pool / "vm-os.raw"
     disk.write_bytes(b"\0")
@@ -157,20 +164,15 @@ def test_a_user_racing_link_and_file_never_gets_the_target(
         tmp_path: Path, victim: Path, machina: Machina) -> None:
     """TOCTOU: while prepare runs again and again, the user swaps the volume between
     their own file and a link to a root-only file. The target is never handed over."""
-    pool = tmp_path / "pool"
-    pool.mkdir()
-    os.chown(pool, NOBODY, NOBODY)
+    pool = make_pool(tmp_path, NOBODY)
     name = pool / "vm-os.raw"
     script = (f"while :; do ln -sfn {victim} {name}.l; mv -T {name}.l {name}; "
               f": > {name}.f; mv -T {name}.f {name}; done")
-    racer = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
-                              "--clear-groups", "--", "sh", "-c", script])
+    racer = subprocess.Popen([*AS_NOBODY, "sh", "-c", script])
     config = least_config(tmp_path / "etc", pool, {"vm": vm()})
     before = snapshot(victim)
     try:
-        deadline = time.monotonic() + 5
-        while not name.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(name)
         codes = [machina.run("prepare", "vm", config_dir=config).returncode
                  for _ in range(12)]
     finally:
@@ -182,9 +184,7 @@ def test_a_user_racing_link_and_file_never_gets_the_target(
 
 def test_a_hard_link_to_another_file_is_not_handed_over(tmp_path: Path, victim: Path,
                                                         machina: Machina) -> None:
-    pool = tmp_path / "pool"
-    searchable(pool.parent)
-    pool.mkdir()
+    pool = make_pool(tmp_path)
     os.link(victim, pool / "vm-os.raw")
     config = least_config(tmp_path / "etc", pool, {"vm": vm()})
     before = snapshot(victim)
@@ -194,19 +194,12 @@ def test_a_hard_link_to_another_file_is_not_handed_over(tmp_path: Path, victim: 
 
 def test_a_readonly_link_is_named_by_its_target_in_the_hint(
         tmp_path: Path, victim: Path, machina: Machina) -> None:
-    pool = tmp_path / "pool"
-    searchable(pool.parent)
-    pool.mkdir()
+    pool = make_pool(tmp_path)
     disk = pool / "vm-os.raw"
     disk.write_bytes(b"\0")
     iso = pool / "cd.iso"
     iso.symlink_to(victim)
-    config = make_config(tmp_path / "etc", {
-        "privileges": {"mode": "least"},
-        "storage": {"disks": {"path": str(pool), "pattern": "vm-os.raw", "type": "raw"},
-                    "isos": {"path": str(pool), "pattern": "cd.iso", "type": "iso-scsi"}},
-    }, {"vm": vm(volumes=[{"name": "os", "storage": "disks"},
-                          {"name": "cd", "storage": "isos"}])})
+    config = disk_and_iso_config(tmp_path / "etc", pool, pool)
     res = machina.run("prepare", "vm", config_dir=config)
     assert_error(res, f"{iso} (a link to {victim}) cannot be read")
     no_advice_on(iso, res.stderr)
@@ -236,10 +229,8 @@ def machine_groups(config: Path, machina: Machina, *names: str) -> Iterator[None
     made = []
     try:
         for name in names:
-            line = next(x for x in machina.run("cat", name, config_dir=config).stdout
-                        .splitlines() if "File System Access Group:" in x)
-            group, gid = line.split(": ", 1)[1].rsplit(":", 1)
-            subprocess.run(["groupadd", "-g", gid, group], check=True)
+            group, gid = access_group(machina, config, name)
+            subprocess.run(["groupadd", "-g", str(gid), group], check=True)
             made.append(group)
         yield
     finally:
@@ -251,9 +242,7 @@ def test_a_file_given_to_one_machine_is_not_given_to_another(
         tmp_path: Path, machina: Machina) -> None:
     tag = secrets.token_hex(3)
     a, b = f"hr-share-a-{tag}", f"hr-share-b-{tag}"
-    pool = tmp_path / "pool"
-    searchable(pool.parent)
-    pool.mkdir()
+    pool = make_pool(tmp_path)
     shared = pool / "shared.raw"
     shared.write_bytes(b"\0")
     shared.chmod(0o644)  # world-readable: prepare must close that too
@@ -313,12 +302,9 @@ def test_a_lock_a_user_made_and_holds_is_refused_at_once(tmp_path: Path,
     locks.mkdir()
     locks.chmod(0o1777)  # like /run/lock, where the lock used to be
     lock = locks / "mdev.lock"
-    holder = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
-                               "--clear-groups", "--", "flock", str(lock), "sleep", "60"])
+    holder = subprocess.Popen([*AS_NOBODY, "flock", str(lock), "sleep", "60"])
     try:
-        deadline = time.monotonic() + 5
-        while not lock.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lock)
         res = machina.run("prepare", "vm", config_dir=config, timeout=20,
                           env={**env, "MACHINA_MDEV_LOCK": str(lock)})
     finally:
@@ -535,24 +521,11 @@ def test_a_hint_about_a_directory_names_the_real_one(tmp_path: Path, machina: Ma
     (real / "isos" / "cd.iso").write_bytes(b"iso")
     (real / "isos" / "cd.iso").chmod(0o644)
     (tmp_path / "link").symlink_to(real / "isos")
-    pool = tmp_path / "pool"
-    pool.mkdir()
+    pool = make_pool(tmp_path)
     disk = pool / "vm-os.raw"
     disk.write_bytes(b"\0")
-    config = make_config(tmp_path / "etc", {
-        "privileges": {"mode": "least"},
-        "storage": {"disks": {"path": str(pool), "pattern": "vm-os.raw", "type": "raw"},
-                    "isos": {"path": str(tmp_path / "link"), "pattern": "cd.iso",
-                             "type": "iso-scsi"}},
-    }, {"vm": vm(volumes=[{"name": "os", "storage": "disks"},
-                          {"name": "cd", "storage": "isos"}])})
+    config = disk_and_iso_config(tmp_path / "etc", pool, tmp_path / "link")
     res = machina.run("prepare", "vm", config_dir=config)
     assert_error(res, f"directory {real} is not searchable by the group")
-    assert f"setfacl -m g:{_gid_of(machina, config)}:x {real}\n" in res.stderr
+    assert f"setfacl -m g:{access_group(machina, config)[1]}:x {real}\n" in res.stderr
     no_advice_on(tmp_path / "link", res.stderr)
-
-
-def _gid_of(machina: Machina, config: Path) -> int:
-    line = next(x for x in machina.run("cat", "vm", config_dir=config).stdout.splitlines()
-                if "File System Access Group:" in x)
-    return int(line.rsplit(":", 1)[1])
