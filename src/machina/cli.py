@@ -521,7 +521,8 @@ def build_parser(prog: str, only: str | None = None) -> Parser:
                            help="Install below DIR instead of / (for packaging and tests).")
         if name == "preview":
             p.add_argument("--json", action="store_true",
-                           help="Answer with a JSON document (docs/json.md).")
+                           help="Answer with a JSON document (docs/json.md); required: "
+                                "preview has no text output.")
         if name in ("list", "status"):
             p.add_argument("--offline", action="store_true",
                            help="Do not ask systemd for the units' states.")
@@ -549,7 +550,8 @@ def build_parser(prog: str, only: str | None = None) -> Parser:
                                 "by every local user), not only on errors.")
         if name in JSON_COMMANDS:
             p.add_argument("--json", action="store_true",
-                           help="Print one JSON document (docs/json.md) instead of text.")
+                           help=("With --diff, print" if name == "generate" else "Print")
+                           + " one JSON document (docs/json.md) instead of text.")
     return top
 
 

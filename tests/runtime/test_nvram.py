@@ -58,9 +58,11 @@ def test_a_linked_directory_is_refused(tmp_path: Path) -> None:
 
 def test_missing_template_changes_nothing(tmp_path: Path) -> None:
     nv = Nvram(str(tmp_path / "vm" / "nvram.fd"), str(tmp_path / "none.fd"))
-    with pytest.raises(HostError, match="template"):
+    with pytest.raises(HostError, match="template") as raised:
         create_nvram(nv)
     assert not (tmp_path / "vm").exists()
+    assert "firmware detect" in raised.value.hints[0]
+    assert "--microsoft-2023" in raised.value.hints[0]  # a plain detect drops the 2023 keys
 
 
 def test_directories_are_searchable_whatever_the_umask(tmp_path: Path) -> None:

@@ -58,7 +58,9 @@ def check_template(nvram: Nvram) -> None:
     if not os.path.isfile(nvram.template) or not os.access(nvram.template, os.R_OK):
         raise HostError(f"the firmware's NVRAM template {nvram.template} is missing or "
                         "unreadable", ("run machina firmware detect to refresh the host's "
-                                       "firmware section",))
+                                       "firmware section (with --microsoft-2023 if it built "
+                                       "this template: without it, detect points "
+                                       "uefi-secure-boot-ms back at the 2011-only keys)",))
 
 
 def _read_template(nvram: Nvram) -> bytes:
