@@ -14,7 +14,7 @@ of a fleet. Pure: the machines are built already; `runtime/check.py` adds host f
 | mdev-uuid | a host's mediated devices                      | one sysfs device each               |
 | volume    | a host's writable files (disks, NVRAM, TPM     | two writers corrupt a disk; a       |
 |           | state), also against a machine reading one     | reader sees it change under it      |
-| socket    | a host's QMP socket paths                      | the second QEMU replaces the first's|
+| socket    | a host's QMP and TPM control socket paths      | the second replaces the first's     |
 
 `generate` refuses a machine with a collision of the GENERATE_KINDS (issue 7).
 """
@@ -78,7 +78,7 @@ class _Index:
 WHAT = {"mac": "MAC address", "port": "port", "uuid": "machine id", "wwn": "WWN",
         "serial": "disk serial", "tap": "tap name", "unit": "systemd unit",
         "mdev-uuid": "mediated-device UUID", "volume": "writable file",
-        "socket": "QMP socket"}
+        "socket": "socket"}
 
 
 def _ports(m: Machine) -> Iterable[tuple[str, int]]:
@@ -125,6 +125,8 @@ def _index_member(index: _Index, x: Member, fleet: bool, written: set[str]) -> N
     if m.attrs.qmp_enabled:
         for path in qmp_socket_paths(m.name, m.attrs.qmp_names, m.attrs.qmp_paths):
             index.add("socket", host, path, x, "QMP")
+    if x.plan.tpm is not None:  # each swtpm replaces the socket it finds with its own
+        index.add("socket", host, x.plan.tpm.socket, x, "TPM control socket")
 
 
 #: How to resolve each kind of collision.
@@ -140,7 +142,8 @@ FIXES = {
     "unit": 'give each machine file its own "name" (or none: the file name)',
     "mdev-uuid": 'drop the explicit "id" of one device (machina derives a unique one)',
     "volume": "give each machine its own file (a pool pattern with ${machine-name})",
-    "socket": "give each machine its own QMP socket names and paths",
+    "socket": "give each machine its own QMP socket names and paths and its own "
+              "attrs.tpm.socket.path (or none: swtpm's runtime directory)",
 }
 
 

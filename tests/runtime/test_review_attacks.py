@@ -4,6 +4,7 @@ operator would. Each test here failed on the code before its fix."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from .support import Machina, assert_error, make_config
 from .test_root_safety import as_nobody, searchable
-
-pytestmark = pytest.mark.root
 
 NOBODY = 65534
 TOOL = Path(sys.executable).parent / "virt-fw-vars"  # from the test extra (pyproject)
 MS_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 
 
+@pytest.mark.root
 def test_firmware_detect_writes_no_template_through_a_users_link(
         tmp_path: Path, machina_cmd: list[str], machina_env: dict[str, str]) -> None:
     """`firmware detect --microsoft-2023 --template-dir D` with D a user's directory (say
@@ -48,3 +49,38 @@ def test_firmware_detect_writes_no_template_through_a_users_link(
     assert f"{users} may be changed by a user other than root" in res.stderr, res.stderr
     assert host.read_text() == "{}"
     assert not list(users.glob("*-2023.fd"))
+
+
+def test_two_machines_never_share_a_tpm_socket(machina: Machina, tmp_path: Path) -> None:
+    """An unlucky operator sets attrs.tpm.socket.path in a tag two Windows machines use:
+    each swtpm removes the socket it finds and binds its own, so both QEMUs reach the one
+    that started last and one guest uses the other's TPM (its identity, what its BitLocker
+    seals). generate wrote both units and check found nothing; a QMP socket at a TPM
+    socket's path (QEMU as root replaces it) went unnoticed too."""
+    sock = "/run/win-tpm/control.socket"
+    host = {"storage": {
+        "tpm-state": {"path": str(tmp_path / "tpm"), "pattern": "${machine-name}",
+                      "type": "tpm-data"}},
+        "tag": {"windows": {"attrs": {"memory": {"ram": 256}, "tpm": {
+            "enabled": True, "data": {"name": "tpm", "storage": "tpm-state"},
+            "socket": {"path": sock}}}}}}
+    conf = make_config(tmp_path / "etc", host, {
+        "a": {"id": "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "tags": ["windows"]},
+        "b": {"id": "8a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "tags": ["windows"]},
+        "c": {"id": "9a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
+              "attrs": {"memory": {"ram": 256}, "qmp": {"enabled": True,
+                                                        "sockets": {"paths": [sock]}}}}})
+    units = tmp_path / "units"
+    units.mkdir()
+    for names in (("a", "b"), ("a", "c")):
+        message = assert_error(machina.run("generate", "--unit-dir", str(units), *names,
+                                           config_dir=conf))
+        assert f"socket {sock} is used 3 times on one host: " in message, message
+        for use in ("a (TPM control socket)", "b (TPM control socket)", "c (QMP)"):
+            assert use in message, message
+        assert list(units.iterdir()) == []
+    check = machina.run("check", "--json", config_dir=conf)
+    problems = [p for p in json.loads(check.stdout)["problems"] if p["kind"] == "socket"]
+    assert [(p["value"], p["machines"]) for p in problems] == [(sock, ["a", "b", "c"])]
+    assert "TPM control socket" in problems[0]["message"]
+    assert "QMP" in problems[0]["message"]
