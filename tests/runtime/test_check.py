@@ -263,17 +263,6 @@ def netns() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 
-@pytest.fixture
-def host_dir() -> Iterator[Path]:
-    """A directory every group may traverse (not below pytest's 0700 tmp)."""
-    path = Path("/run") / f"machina-check-{uuid.uuid4().hex[:8]}"
-    path.mkdir(mode=0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 @pytest.mark.root
 @pytest.mark.qemu
 def test_check_on_the_host(machina: Machina, netns: str, host_dir: Path) -> None:

@@ -351,21 +351,9 @@ def test_least_mode_qmp_paths_must_be_in_the_run_directory(tmp_path: Path,
                  "/run/machina/vm/")
 
 
-@pytest.fixture
-def run_dir() -> Iterator[Path]:
-    d = Path("/run") / f"machina-test-{secrets.token_hex(4)}"
-    d.mkdir(mode=0o755)
-    try:
-        yield d
-    finally:
-        for p in d.iterdir():
-            p.unlink()
-        d.rmdir()
-
-
 def test_root_qemu_may_not_replace_a_file_with_its_socket(
-        tmp_path: Path, run_dir: Path, machina: Machina) -> None:
-    keep = run_dir / "state.sock"
+        tmp_path: Path, host_dir: Path, machina: Machina) -> None:
+    keep = host_dir / "state.sock"
     keep.write_text("not a socket\n")
     config = make_config(tmp_path, {}, {"vm": {
         "id": VM_ID, "attrs": {"memory": {"ram": 64}, "qmp": {
@@ -375,9 +363,9 @@ def test_root_qemu_may_not_replace_a_file_with_its_socket(
     assert keep.read_text() == "not a socket\n"
     keep.unlink()
     assert_ok(machina.run("prepare", "vm", config_dir=config))  # free: QEMU may bind
-    os.chown(run_dir, NOBODY, NOBODY)  # a directory a user may change: refused
+    os.chown(host_dir, NOBODY, NOBODY)  # a directory a user may change: refused
     assert_error(machina.run("prepare", "vm", config_dir=config),
-                 f"{run_dir} may be changed by a user other than root")
+                 f"{host_dir} may be changed by a user other than root")
 
 
 # --- item 4: taps -------------------------------------------------------------------------
