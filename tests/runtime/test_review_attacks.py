@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,39 @@ def test_two_machines_never_share_a_tpm_socket(machina: Machina, tmp_path: Path)
     assert [(p["value"], p["machines"]) for p in problems] == [(sock, ["a", "b", "c"])]
     assert "TPM control socket" in problems[0]["message"]
     assert "QMP" in problems[0]["message"]
+
+
+@pytest.mark.root
+def test_a_root_swtpm_replaces_nothing_but_a_socket(machina: Machina, tmp_path: Path) -> None:
+    """swtpm, as root (no least privilege), removes whatever is at its control socket's
+    path before it binds (checked here with the real swtpm): prepare refused that for
+    QEMU's QMP sockets only, so a TPM socket path naming a file (an operator's typo) had
+    root delete it, and one in /run/lock (anyone may create entries there) was trusted."""
+    run = Path(f"/run/machina-review-{secrets.token_hex(4)}")
+    run.mkdir()
+    try:
+        precious = run / "tpm.sock"
+        precious.write_text("precious\n")
+        host = {"storage": {"tpm-state": {"path": str(tmp_path / "tpm"),
+                                          "pattern": "${machine-name}",
+                                          "type": "tpm-data"}}}
+        attrs = {"memory": {"ram": 256}, "tpm": {
+            "enabled": True, "data": {"name": "tpm", "storage": "tpm-state"},
+            "socket": {"path": str(precious)}}}
+        conf = make_config(tmp_path / "etc", host, {
+            "vm": {"id": "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "attrs": attrs}})
+        for args in (("prepare", "--tpm", "vm"), ("prepare", "--dry-run", "vm")):
+            assert_error(machina.run(*args, config_dir=conf),
+                         f"{precious} exists and is not a socket: swtpm, running as root, "
+                         "would replace it with its TPM control socket")
+        assert precious.read_text() == "precious\n"
+        assert not (tmp_path / "tpm").exists()
+        attrs["tpm"]["socket"] = {"path": f"/run/lock/{run.name}.sock"}  # type: ignore[index]
+        make_config(tmp_path / "etc", host, {
+            "vm": {"id": "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "attrs": attrs}})
+        assert_error(machina.run("prepare", "--dry-run", "vm", config_dir=conf),
+                     "/run/lock may be changed by a user other than root")
+    finally:
+        for p in run.iterdir():
+            p.unlink()
+        run.rmdir()

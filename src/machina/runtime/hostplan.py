@@ -66,6 +66,9 @@ def plan_tpm(b: Built) -> list[HostAction]:
                                   partial(tpm.ensure_socket_dir, m, use, default_dir)))
     if m.least:
         access._check_dirs(m, use.data_dir)
+    else:  # swtpm runs as root and replaces what is at its socket path
+        safepath.check_socket_path(use.socket, "swtpm", "TPM control socket",
+                                   "attrs.tpm.socket.path")
     check = tpm.check_state(use)  # refuses foreign or partial content before any change
     if check.kind is not tpm.StateKind.present:
         actions.append(HostAction(

@@ -122,11 +122,12 @@ def open_dir_nofollow(path: str) -> Iterator[int]:
         yield leaf.fd
 
 
-def check_socket_path(path: str) -> None:
-    """Before a QEMU running as root binds a unix socket at `path` (it removes whatever
-    is there first): the directory must be one only root changes, reached through no
-    link, and an existing entry must be a socket. A missing directory is left to QEMU,
-    which then fails without replacing anything."""
+def check_socket_path(path: str, program: str = "QEMU", what: str = "QMP socket",
+                      setting: str = "attrs.qmp.sockets") -> None:
+    """Before a program running as root (QEMU, swtpm) binds a unix socket at `path` (it
+    removes whatever is there first): the directory must be one only root changes,
+    reached through no link, and an existing entry must be a socket. A missing directory
+    is left to the program, which then fails without replacing anything."""
     try:
         with open_dir_nofollow(os.path.dirname(path)) as fd:
             try:
@@ -136,10 +137,10 @@ def check_socket_path(path: str) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(st.st_mode):
-        raise HostError(f"{path} exists and is not a socket: QEMU, running as root, would "
-                        "replace it with its QMP socket",
-                        ("choose another QMP socket path (attrs.qmp.sockets), or remove the "
-                         "file if it is not needed",))
+        raise HostError(f"{path} exists and is not a socket: {program}, running as root, "
+                        f"would replace it with its {what}",
+                        (f"choose another {what} path ({setting}), or remove the file if it "
+                         "is not needed",))
 
 
 def _mkdir_at(dir_fd: int, name: str, mode: int) -> None:
