@@ -325,6 +325,18 @@ def cmd_check(cfg: Configs, ns: argparse.Namespace) -> int:
     from machina.report import document
     from machina.runtime.check import check, render_check_text
 
+    real = [os.path.realpath(d) for d in ns.fleet or ()]
+    twice = [d for d, r in zip(ns.fleet or (), real, strict=True) if real.count(r) > 1]
+    if twice:
+        refused = Failure("--fleet names one host's config directory more than once: "
+                          + ", ".join(twice), ("name each host's directory once (its "
+                                               "machines would collide with themselves)",))
+        if not ns.json:
+            raise refused
+        from machina.report import error_entries
+
+        return _print_document(error_entries(refused), offline=ns.offline, machines=0,
+                               problems=[], skipped=[])
     dirs: list[str | None] = list(ns.fleet) if ns.fleet else [cfg.where.root]
     result = check(dirs, offline=ns.offline)
     failed = result.failed(strict=ns.strict)

@@ -324,3 +324,21 @@ def test_check_on_the_host(machina: Machina, netns: str, host_dir: Path) -> None
     # the same configs offline: none of these
     offline = run_check(machina, "--offline", config=config, ok=True, netns=netns)
     assert offline["problems"] == []
+
+
+def test_check_fleet_refuses_a_directory_named_twice(machina: Machina, tmp_path: Path) -> None:
+    """The same host twice (again, with a trailing slash or through a link) would make each
+    of its machines collide with itself: refused, naming the directories, nothing checked."""
+    one = make_config(tmp_path / "one", {}, {"x": {"id": mid(1), "attrs": MEM}})
+    two = make_config(tmp_path / "two", {}, {"y": {"id": mid(2), "attrs": MEM}})
+    (tmp_path / "link").symlink_to(one)
+    for again in (str(one), f"{one}/", str(tmp_path / "link")):
+        doc = json_outcome(machina.run("check", "--json", "--fleet", str(one), str(two), again),
+                           "check", ok=False)
+        assert doc["problems"] == [] and doc["machines"] == 0
+        (error,) = doc["errors"]
+        assert "more than once" in error["message"] and again in error["message"], error
+        text = machina.run("check", "--fleet", str(one), str(two), again)
+        assert text.returncode == 1 and text.stdout == "", describe(text)
+        assert "more than once" in text.stderr and "hint: name each host's" in text.stderr
+    run_check(machina, "--fleet", str(one), str(two), ok=True)
