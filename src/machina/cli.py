@@ -9,16 +9,17 @@ that args, cat, generate and list import neither asyncio nor qemu.qmp).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
-from machina.errors import Failure, MachinaError
-from machina.usage import COMMANDS, DESCRIPTION, Parser, UsageError
+from machina.errors import Failure, MachinaError, UsageError
 
 if TYPE_CHECKING:
+    import argparse
+
+    from machina import usage
     from machina.changes import UnitDiff
     from machina.core import Built, Configs
     from machina.fleet import Problem
@@ -418,6 +419,8 @@ for _name in ("install", "init", "observe", "enable", "disable", "start", "stop"
 
 
 def _top_help(prog: str) -> str:
+    from machina.usage import COMMANDS, DESCRIPTION
+
     lines = [f"Usage: {prog} [--config-dir DIR] [--debug] <command>", "", DESCRIPTION, "",
              "Flags:",
              "  -h, --help          Show context-sensitive help.",
@@ -449,6 +452,8 @@ def _top_help(prog: str) -> str:
 def command_word(args: Sequence[str]) -> str | None:
     """The command of a plain command line (global flags spelled in full, then a known
     command), else None: the parser then gets every command, for argparse's messages."""
+    from machina.usage import COMMANDS
+
     names = {c[0] for c in COMMANDS}
     i = 0
     while i < len(args):
@@ -462,9 +467,13 @@ def command_word(args: Sequence[str]) -> str | None:
     return None
 
 
-def build_parser(prog: str, only: str | None = None) -> Parser:
+def build_parser(prog: str, only: str | None = None) -> usage.Parser:
     """The parser; with `only`, of that command alone (building all ~20 sub-parsers costs
     a few ms at every start, gettext look-ups included)."""
+    import argparse
+
+    from machina.usage import COMMANDS, DESCRIPTION, Parser
+
     top = Parser(prog=prog, add_help=False, description=DESCRIPTION)
     top.add_argument("-h", "--help", action="store_true")
     top.add_argument("--config-dir", metavar="DIR")
@@ -567,7 +576,9 @@ def build_parser(prog: str, only: str | None = None) -> Parser:
     return top
 
 
-def _firmware_parser(p: Parser, prog: str, desc: str, common: Parser) -> None:
+def _firmware_parser(p: usage.Parser, prog: str, desc: str, common: usage.Parser) -> None:
+    from machina.usage import Parser
+
     fsub = p.add_subparsers(dest="what", parser_class=Parser, required=True)
     d = fsub.add_parser("detect", prog=f"{prog} firmware detect", description=desc, help=desc,
                         parents=[common])
@@ -590,6 +601,12 @@ _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0
           "h": 3600.0}
 
 
+def _duration_error(message: str) -> Exception:
+    import argparse  # only for a bad duration: the units' hooks read theirs without it
+
+    return argparse.ArgumentTypeError(message)
+
+
 def parse_duration(text: str) -> float:
     """Go's time.ParseDuration: `85s`, `1m25s`, `1.5s`, `-5s`; a unit is required."""
     import re
@@ -602,7 +619,7 @@ def parse_duration(text: str) -> float:
     if s == "0":
         return 0.0
     if not s:
-        raise argparse.ArgumentTypeError(f'invalid duration "{text}"')
+        raise _duration_error(f'invalid duration "{text}"')
     total = 0.0
     pos = 0
     token = re.compile(r"([0-9]*\.?[0-9]*)(ns|us|µs|μs|ms|s|m|h)")
@@ -610,12 +627,47 @@ def parse_duration(text: str) -> float:
         m = token.match(s, pos)
         if not m or m.group(1) in ("", "."):
             unit_missing = re.fullmatch(r"[0-9.]+", s[pos:])
-            raise argparse.ArgumentTypeError(
+            raise _duration_error(
                 f'expected duration but got "{text}": time: '
                 + ("missing unit in" if unit_missing else "invalid") + f' duration "{text}"')
         total += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
     return sign * total
+
+
+def hook_namespace(args: Sequence[str]) -> argparse.Namespace | None:
+    """The namespace of a command line the units run (ExecStartPre `prepare [--tpm] NAME`,
+    ExecStop `shutdown --system --timeout DURATION NAME`, ExecStopPost `teardown NAME`),
+    read without argparse, else None (then the parser reads it, errors included).
+
+    These run at every VM start and stop, one after the other: importing argparse and
+    building a parser cost ~3 ms of each. The namespace is the one the parser makes
+    (a test compares them)."""
+    from types import SimpleNamespace
+
+    n = len(args)
+    if n < 2 or args[-1].startswith("-"):
+        return None
+    fields: dict[str, object] = {"help": False, "config_dir": None, "debug": False,
+                                 "command": args[0], "machines": [args[-1]]}
+    if args[0] in ("prepare", "teardown") and n == 2:
+        fields["dry_run"] = False
+        if args[0] == "prepare":
+            fields["tpm"] = False
+    elif args[0] == "prepare" and n == 3 and args[1] == "--tpm":
+        fields.update(dry_run=False, tpm=True)
+    elif args[0] == "shutdown" and n == 5 and args[1:3] == ["--system", "--timeout"]:
+        if args[3].startswith("-"):
+            return None
+        try:
+            timeout = parse_duration(args[3])
+        except Exception:
+            return None
+        fields.update(system=True, wait=False, timeout=timeout)
+    else:
+        return None
+    ns: argparse.Namespace = SimpleNamespace(**fields)  # type: ignore[assignment]
+    return ns
 
 
 def prog_name(argv0: str | None = None) -> str:
@@ -681,15 +733,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             sys.stdout.write(complete(os.environ["COMP_LINE"], os.environ.get("COMP_POINT")))
             return 0
-        parser = build_parser(prog, command_word(args[1:]))
-        try:
-            ns = parser.parse_args(args[1:])
-        except UsageError as exc:
-            help_text = (_top_help(prog) if exc.parser is parser
-                         else exc.parser.format_help())
-            sys.stdout.write(help_text + "\n")
-            _print_error(prog, exc, ())
-            return 1
+        hook = hook_namespace(args[1:])
+        if hook is not None:
+            ns = hook
+        else:
+            parser = build_parser(prog, command_word(args[1:]))
+            try:
+                ns = parser.parse_args(args[1:])
+            except UsageError as exc:
+                help_text = (_top_help(prog) if exc.parser is parser
+                             else exc.parser.format_help())
+                sys.stdout.write(help_text + "\n")
+                _print_error(prog, exc, ())
+                return 1
         debug = debug or ns.debug
         if ns.help or ns.command is None:
             sys.stdout.write(_top_help(prog))

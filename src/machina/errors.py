@@ -3,6 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
+
+
+class UsageError(Exception):
+    """A command line the parser (machina.usage.Parser) refuses: cli prints the parser's
+    help and the message. Here, not in machina.usage, so that catching it imports no
+    argparse (the units' hooks read their command lines without it)."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
 
 
 class MachinaError(Exception):

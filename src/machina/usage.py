@@ -8,13 +8,9 @@ import os
 import sys
 from typing import Any, NoReturn
 
+from machina.errors import UsageError
+
 DESCRIPTION = "Manages kernel virtual machines via QEMU."
-
-
-class UsageError(Exception):
-    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
-        super().__init__(message)
-        self.parser = parser
 
 
 def terminal_columns() -> int:

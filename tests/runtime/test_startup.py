@@ -97,7 +97,8 @@ def test_installed_program_ends_as_python_would(pyz: Path, tmp_path: Path,  # no
 
 
 def _run_in_zipapp(program: Path, argv: list[str], tmp_path: Path,
-                   rc: int = 0) -> dict[str, Any]:
+                   rc: int = 0, *, prelude: str = "",
+                   prog: str = "machina") -> dict[str, Any]:
     """machina.cli.main(argv) run from the zipapp (as its __main__ does); returns the
     modules imported and the dataclass method texts compiled without the build's table."""
     code = (
@@ -105,8 +106,9 @@ def _run_in_zipapp(program: Path, argv: list[str], tmp_path: Path,
         f"sys.path.insert(0, {str(program)!r})\n"
         "import _machina_boot\n"
         "_machina_boot.install()\n"
+        + prelude +
         "from machina.cli import main\n"
-        f"rc = main({['machina', *argv]!r})\n"
+        f"rc = main({[prog, *argv]!r})\n"
         "sys.stdout.flush()\n"
         "sys.stderr.write(json.dumps({'rc': rc, 'modules': sorted(sys.modules),\n"
         "                            'installed': _machina_boot.installed,\n"
@@ -151,6 +153,28 @@ def test_query_does_import_qemu_qmp_and_shutdown_does_not(pyz: Path,  # noqa: F8
                              tmp_path)
     assert "machina.runtime.shutdown" in modules
     assert _runtime_imports(modules) == []
+
+
+def test_unit_hooks_import_no_argparse(pyz: Path, tmp_path: Path) -> None:  # noqa: F811
+    """The command lines the units run at every VM start and stop (cli.hook_namespace,
+    machina-ifup TAP) are read without argparse, and the hooks import no subprocess or
+    shutil (issue 8, target 3)."""
+    config = _config(tmp_path)
+    # the units name no --config-dir: point the default at the test's directory
+    prelude = ("import machina.config.load as load\n"
+               "_ConfigDir = load.ConfigDir\n"
+               f"load.ConfigDir = lambda root=None: _ConfigDir(root or {str(config)!r})\n")
+    for argv, prog, rc, ran in (
+            (["shutdown", "--system", "--timeout", "1m25s", "vm1"], "machina", 0,
+             "machina.runtime.shutdown"),
+            (["prepare", "vm1"], "machina", 0, "machina.runtime.hostplan"),
+            (["teardown", "vm1"], "machina", 0, "machina.runtime.hostplan"),
+            (["vm1.0"], "machina-ifdown", 1, "machina.runtime.netlink")):
+        modules = set(_run_in_zipapp(pyz, argv, tmp_path, rc, prelude=prelude,
+                                     prog=prog)["modules"])
+        assert ran in modules, argv  # the check can fail: the command did run
+        unwanted = sorted(m for m in modules if m in ("argparse", "subprocess", "shutil"))
+        assert unwanted == [], f"{prog} {argv} imported {unwanted}"
 
 
 def test_zipapp_compiles_no_dataclass_method_at_start(pyz: Path,  # noqa: F811

@@ -351,20 +351,28 @@ def disconnect(cfg: Configs, ns: argparse.Namespace) -> int:
 
 
 def ifupdown(prog: str, argv: Sequence[str]) -> int:
-    """`machina-ifup TAP` / `machina-ifdown TAP`, as QEMU's script= and downscript=."""
+    """`machina-ifup TAP` / `machina-ifdown TAP`, as QEMU's script= and downscript=.
+
+    QEMU runs `machina-ifup TAP` (one argument): that needs no parser (argparse and the
+    parser cost ~3 ms of every VM start and stop); anything else goes through it."""
     from machina.config.load import ConfigDir
-    from machina.usage import Parser
 
     up = prog.endswith("-ifup")
-    p = Parser(prog=prog, description="Enables machina network connections." if up
-               else "Disables machina network connections.")
-    p.add_argument("--config-dir", metavar="DIR")
-    p.add_argument("connections", nargs="+",
-                   help=f"Connections to {'enable' if up else 'disable'}. Use the "
-                        "MACHINE.CONN format, or a tap name.")
-    ns = p.parse_args(list(argv))
-    cfg = Configs(ConfigDir(ns.config_dir or os.environ.get("MACHINA_CONFIG_DIR")))
-    return _switch(cfg, ns.connections, up, by_link=True)
+    config_dir: str | None = None
+    connections = list(argv)
+    if len(argv) != 1 or argv[0].startswith("-"):
+        from machina.usage import Parser
+
+        p = Parser(prog=prog, description="Enables machina network connections." if up
+                   else "Disables machina network connections.")
+        p.add_argument("--config-dir", metavar="DIR")
+        p.add_argument("connections", nargs="+",
+                       help=f"Connections to {'enable' if up else 'disable'}. Use the "
+                            "MACHINE.CONN format, or a tap name.")
+        ns = p.parse_args(connections)
+        config_dir, connections = ns.config_dir, ns.connections
+    cfg = Configs(ConfigDir(config_dir or os.environ.get("MACHINA_CONFIG_DIR")))
+    return _switch(cfg, connections, up, by_link=True)
 
 
 # --- running QEMU directly ----------------------------------------------------------------

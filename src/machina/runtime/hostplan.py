@@ -51,12 +51,12 @@ def _grant_vfio(m: Machine, dev: mdev.Mdev) -> None:
 def plan_tpm(b: Built) -> list[HostAction]:
     """The TPM state (manufactured once, never replaced) and, in least-privilege mode,
     its hand-over to the machine's group; a configured socket's directory."""
-    from machina.plan.devices import SWTPM_RUN_DIR
-    from machina.runtime import access, tpm
-
     m, use = b.machine, b.plan.tpm
     if use is None:
         return []
+    from machina.plan.devices import SWTPM_RUN_DIR
+    from machina.runtime import access, tpm  # tpm: subprocess, shutil
+
     actions: list[HostAction] = []
     default_dir = os.path.join(SWTPM_RUN_DIR, m.name)
     if os.path.dirname(use.socket) != default_dir and not os.path.isdir(
