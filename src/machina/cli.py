@@ -311,6 +311,10 @@ def cmd_preview(cfg: Configs, ns: argparse.Namespace) -> int:
 
 
 def cmd_status(cfg: Configs, ns: argparse.Namespace) -> int:
+    if ns.offline and not ns.json:
+        raise Failure("status --offline goes with --json: text status is systemctl status, "
+                      "which asks systemd", ("machina status --json --offline NAME…",
+                                             "machina list --offline (every machine)"))
     if ns.json:
         from machina.runtime.listing import list_document
 
@@ -546,7 +550,9 @@ def build_parser(prog: str, only: str | None = None) -> usage.Parser:
                                 "preview has no text output.")
         if name in ("list", "status"):
             p.add_argument("--offline", action="store_true",
-                           help="Do not ask systemd for the units' states.")
+                           help="Do not ask systemd for the units' states"
+                           + (" (with --json; text status is systemctl status)."
+                              if name == "status" else "."))
         if name == "remove":
             p.add_argument("--stop", action="store_true",
                            help="Stop running machines first (otherwise they are refused).")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import Machina, assert_ok, describe, fake_program, make_config
+from .support import Machina, assert_error, assert_ok, describe, fake_program, make_config
 
 ID = "8b18191a-234f-45ce-b43c-b46e28cd2f7{}"
 
@@ -210,3 +210,18 @@ def test_one_line_per_machine_even_with_several_errors(machina: Machina,
     assert len(lines) == 2, describe(proc)
     assert lines[0].startswith("multi: ") and "bogus" in lines[0] and "other" in lines[0]
     assert lines[1] == "vm   "
+
+
+def test_status_offline_needs_json(machina: Machina, config: Path, tmp_path: Path) -> None:
+    """Text `status` is `systemctl status`: with --offline it is refused (it ran systemctl
+    anyway) and systemd is not asked; `status --json --offline` answers without it."""
+    bin_dir = tmp_path / "bin"
+    fake_program(bin_dir / "systemctl", FAKE_SYSTEMCTL)
+    log = tmp_path / "systemctl.log"
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+           "FAKE_SYSTEMCTL_LOG": str(log), "FAKE_SYSTEMCTL_STATES": "{}"}
+    message = assert_error(machina.run("status", "--offline", "vm", config_dir=config, env=env),
+                           "--offline goes with --json")
+    assert "systemctl status" in message
+    assert_ok(machina.run("status", "--json", "--offline", "vm", config_dir=config, env=env))
+    assert not log.exists()
