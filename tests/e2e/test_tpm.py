@@ -132,6 +132,19 @@ def test_swtpm_unit_pairs_with_the_vm_and_keeps_its_tpm(tpm_host: TpmHost) -> No
         assert h.c.sh(f"stat -c '%g %a' {STATE}/tpm2-00.permall").split() == [str(gid), "660"]
         assert h.c.sh("stat -c '%g %a' /run/machina-swtpm/vm/control.socket").split() == \
             [str(gid), "660"]
+        # the state's group is QEMU's too (swtpm needs it): QEMU's unit hides the data
+        # directory, so an escaped QEMU cannot read or change the TPM's seeds (review)
+        status = h.process(QEMU_UNIT)
+        uid = re.search(r"^Uid:\s+(\d+)", status, re.M)
+        groups = re.search(r"^Groups:\s*(.*)$", status, re.M)
+        assert uid and groups, status
+        as_qemu = ["setpriv", f"--reuid={uid.group(1)}", f"--regid={uid.group(1)}",
+                   f"--groups={','.join(groups.group(1).split())}", "--",
+                   "head", "-c", "4", f"{STATE}/tpm2-00.permall"]
+        assert c.run(as_qemu).returncode == 0  # QEMU's user and groups, outside its unit
+        pid = c.unit_properties(QEMU_UNIT, "MainPID")["MainPID"]
+        inside = c.run(["nsenter", "-t", pid, "-m", "--", *as_qemu])
+        assert inside.returncode != 0 and "Permission denied" in inside.stderr, inside
         for unit in (QEMU_UNIT, TPM_UNIT):
             score = exposure(c.run(["systemd-analyze", "security", unit]).stdout)
             assert score <= 1.6, (unit, score)

@@ -53,6 +53,8 @@ class LeastPrivilege:
     network: bool                   # has taps (in the host's network namespace)
     created: frozenset[str] = frozenset()  # writable paths prepare creates (the NVRAM)
     group_sockets: bool = False     # SPICE/agent sockets the machine's group connects to
+    hidden: tuple[str, ...] = ()    # what QEMU must not reach: InaccessiblePaths= (the TPM
+    #                                 data directory: QEMU's group reaches it, for swtpm)
 
     @classmethod
     def of(cls, machine: Machine, plan: Plan) -> LeastPrivilege:
@@ -71,7 +73,8 @@ class LeastPrivilege:
         created = frozenset({plan.nvram.path} if plan.nvram else ())
         return cls(machine.qemu_user, machine.group_name, writable, tuple(dict.fromkeys(devices)),
                    bool(plan.mdevs), bool(tcp_listeners(machine)), bool(plan.taps),
-                   created, group_sockets(machine))
+                   created, group_sockets(machine),
+                   (plan.tpm.data_dir,) if plan.tpm is not None else ())
 
 
 def possible_units(machine_name: str) -> tuple[str, ...]:
@@ -111,6 +114,8 @@ def _hardening(least: LeastPrivilege, supplementary: Sequence[str] = ("kvm",),
     ]
     if least.writable:
         out.append(("ReadWritePaths", PathList(least.writable, least.created)))
+    if least.hidden:  # "-": prepare may yet create it
+        out.append(("InaccessiblePaths", PathList(least.hidden, frozenset(least.hidden))))
     out += [
         ("ProtectHome", Raw("yes")),
         ("PrivateTmp", Raw("yes")),
