@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import strictmode
 from schemas import validate
 
 from .support import Machina, assert_ok, describe, make_config
@@ -188,3 +189,34 @@ def test_json_md_examples_are_valid_documents() -> None:
         checked.append(heading[-1])
     assert {"list", "check", "generate"} <= set(checked), checked
 
+
+
+def test_windows11_example_firmware_is_what_detect_writes(machina: Machina,
+                                                           tmp_path: Path) -> None:
+    """examples/windows11's firmware section is what `firmware detect` writes on Debian 12
+    with ovmf, as its README says: `uefi` and `uefi-secure-boot` as they are, and
+    `uefi-secure-boot-ms` with the template and description --microsoft-2023 gives it
+    (virt-fw-vars builds that template; the rest of the entry is Debian's)."""
+    descriptors = Path("/usr/share/qemu/firmware")
+    if not (descriptors / "40-edk2-x86_64-secure-enrolled.json").is_file():
+        strictmode.unavailable("OVMF's firmware descriptors are not installed (ovmf)")
+    example = REPO / "examples" / "windows11"
+    full = json.loads((example / "machina.conf.json").read_text())
+    bare = {k: v for k, v in full.items() if k != "firmware"}
+    config = make_config(tmp_path / "etc", bare, {})
+    proc = machina.run("firmware", "detect", "--dry-run", "--descriptors", str(descriptors),
+                       config_dir=config)
+    assert_ok(proc)
+    written = json.loads(proc.stdout[proc.stdout.index("\n{") + 1:])
+    assert {k: v for k, v in written.items() if k != "firmware"} == bare
+    detected, shown = written["firmware"], full["firmware"]
+    assert set(detected) == set(shown)
+    for name in ("uefi", "uefi-secure-boot"):
+        assert detected[name] == shown[name], name
+    ms, ms_shown = detected["uefi-secure-boot-ms"], shown["uefi-secure-boot-ms"]
+    assert ms_shown["vars-template"] == \
+        "/var/lib/machina/firmware/" + Path(ms["vars-template"]).stem + "-2023.fd"
+    assert ms_shown["description"].startswith(ms["description"] + ", with Microsoft's 2011 "
+                                              "and 2023")
+    same = ("code", "features", "machines")
+    assert {k: ms[k] for k in same} == {k: ms_shown[k] for k in same}
