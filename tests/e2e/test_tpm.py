@@ -132,7 +132,7 @@ def test_swtpm_unit_pairs_with_the_vm_and_keeps_its_tpm(tpm_host: TpmHost) -> No
         assert h.c.sh(f"stat -c '%g %a' {STATE}/tpm2-00.permall").split() == [str(gid), "660"]
         assert h.c.sh("stat -c '%g %a' /run/machina-swtpm/vm/control.socket").split() == \
             [str(gid), "660"]
-        # the state's group is QEMU's too (swtpm needs it): QEMU's unit hides the data
+        # the state's group is QEMU's too (swtpm needs it): QEMU's unit hides the state
         # directory, so an escaped QEMU cannot read or change the TPM's seeds (review)
         status = h.process(QEMU_UNIT)
         uid = re.search(r"^Uid:\s+(\d+)", status, re.M)

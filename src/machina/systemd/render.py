@@ -54,7 +54,7 @@ class LeastPrivilege:
     created: frozenset[str] = frozenset()  # writable paths prepare creates (the NVRAM)
     group_sockets: bool = False     # SPICE/agent sockets the machine's group connects to
     hidden: tuple[str, ...] = ()    # what QEMU must not reach: InaccessiblePaths= (the TPM
-    #                                 data directory: QEMU's group reaches it, for swtpm)
+    #                                 state directory: QEMU's group reaches it, for swtpm)
 
     @classmethod
     def of(cls, machine: Machine, plan: Plan) -> LeastPrivilege:
@@ -74,7 +74,7 @@ class LeastPrivilege:
         return cls(machine.qemu_user, machine.group_name, writable, tuple(dict.fromkeys(devices)),
                    bool(plan.mdevs), bool(tcp_listeners(machine)), bool(plan.taps),
                    created, group_sockets(machine),
-                   (plan.tpm.data_dir,) if plan.tpm is not None else ())
+                   (plan.tpm.state_dir,) if plan.tpm is not None else ())
 
 
 def possible_units(machine_name: str) -> tuple[str, ...]:
