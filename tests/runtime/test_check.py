@@ -314,6 +314,10 @@ def test_check_on_the_host(machina: Machina, netns: str, host_dir: Path) -> None
     assert (gone["value"], gone["machines"]) == ("pc-q35-1.0", ["pinned-gone"])
     assert {(p["value"], tuple(p["machines"])) for p in kinds["bridge"]} == {
         ("br-missing", ("no-bridge",)), ("plain-chk", ("no-bridge",))}
+    # where to fix them in the host config (the web console puts them at the field)
+    assert {p["value"]: p["path"] for p in kinds["bridge"] + kinds["pool"]} == {
+        "br-missing": "/network/missing/device", "plain-chk": "/network/plain/device",
+        "gone": "/storage/gone/path"}
     assert {p["value"] for p in kinds["pool"]} == {"gone"}
     assert {p["value"] for p in kinds["file"]} == {str(pool / "no-disk-absent.raw"),
                                                    f"{host_dir}/gone/x.raw"}

@@ -14,7 +14,7 @@ from machina.config.load import ConfigDir
 from machina.core import Configs
 from machina.errors import MachinaError
 from machina.fleet import Member, Problem, exposure_problems, find_collisions
-from machina.report import error_entries
+from machina.report import error_entries, pointer_of
 from machina.systemd.render import machine_units
 
 
@@ -86,9 +86,11 @@ def _host_facts(cfg: Configs, members: Sequence[Member], result: CheckResult) ->
     host = cfg.host()
     # bridges: every network a machine connects to
     users: dict[str, list[str]] = {}
+    networks: dict[str, str] = {}  # bridge → the first network naming it (for `path`)
     for x in members:
         for c in x.machine.connections:
             users.setdefault(host.network[c.network].device, []).append(x.label)
+            networks.setdefault(host.network[c.network].device, c.network)
     try:
         missing = net.bridge_problems(sorted(users))
     except MachinaError as exc:
@@ -96,6 +98,7 @@ def _host_facts(cfg: Configs, members: Sequence[Member], result: CheckResult) ->
         missing = {}
     for bridge, problem in missing.items():
         result.problems.append(Problem(kind="bridge", value=bridge, file=host.path,
+                                       path=pointer_of("network", networks[bridge], "device"),
                                        machines=tuple(dict.fromkeys(users[bridge])),
                                        message=str(problem)))
     # pools: every pool a machine's volume is on
@@ -107,7 +110,7 @@ def _host_facts(cfg: Configs, members: Sequence[Member], result: CheckResult) ->
         path = host.storage[name].path
         if path and not os.path.isdir(path):
             result.problems.append(Problem(
-                kind="pool", value=name, file=host.path, path=f"/storage/{name}/path",
+                kind="pool", value=name, file=host.path, path=pointer_of("storage", name, "path"),
                 machines=tuple(dict.fromkeys(labels)),
                 message=f"storage pool {name}: the directory {path} does not exist"))
     _machine_types(members, result)
