@@ -23,7 +23,9 @@ machine running the tiny guest (tests/guest) under KVM with one NIC on br0, then
 
 and the medians. Needs root, systemd-nspawn, QEMU and /dev/kvm.
 
-    python3 bench/bench_stop_latency.py [--cycles N] [--from-source]
+    python3 bench/bench_stop_latency.py [--cycles N] [--from-source | --pyz PATH]
+
+--pyz measures another build (e.g. one of an earlier commit, to compare in one session).
 """
 
 from __future__ import annotations
@@ -105,20 +107,24 @@ def main() -> int:
     ap.add_argument("--cycles", type=int, default=5)
     ap.add_argument("--from-source", action="store_true",
                     help="run the checkout (a wrapper on PYTHONPATH) instead of the zipapp")
+    ap.add_argument("--pyz", type=Path, default=PYZ,
+                    help=f"the zipapp to install (default: {PYZ})")
     a = ap.parse_args()
-    if not a.from_source and not PYZ.is_file():
-        print(f"{PYZ} not built: run tools/build_zipapp.py first", file=sys.stderr)
+    pyz = a.pyz.resolve()
+    if not a.from_source and not pyz.is_file():
+        print(f"{pyz} not built: run tools/build_zipapp.py first", file=sys.stderr)
         return 2
     load = os.getloadavg()
-    print(f"program: {'the checkout (wrapper)' if a.from_source else PYZ}; load average "
+    print(f"program: {'the checkout (wrapper)' if a.from_source else pyz}; load average "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
         elf = build_tiny_guest(Path(tmp) / "guest")
-        with booted_systemd(Path(tmp), binds=[Bind(elf.parent)], mask=DEFAULT_MASK) as c:
+        binds = [Bind(elf.parent), *([] if a.from_source else [Bind(pyz.parent)])]
+        with booted_systemd(Path(tmp), binds=binds, mask=DEFAULT_MASK) as c:
             if a.from_source:
                 c.install_machina()
             else:
-                c.run(["/usr/bin/python3", str(PYZ), "install"], check=True)
+                c.run(["/usr/bin/python3", str(pyz), "install"], check=True)
             c.run(["ip", "link", "add", "br0", "type", "bridge"], check=True)
             c.run(["ip", "link", "set", "br0", "up"], check=True)
             c.write_file("/etc/machina/machina.conf.json", json.dumps(
