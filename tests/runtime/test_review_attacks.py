@@ -121,3 +121,45 @@ def test_a_root_swtpm_replaces_nothing_but_a_socket(machina: Machina, tmp_path: 
         for p in run.iterdir():
             p.unlink()
         run.rmdir()
+
+
+@pytest.mark.root
+def test_root_qemu_opens_nothing_a_user_steers(machina: Machina, tmp_path: Path) -> None:
+    """Root mode: prepare checked nothing ("nothing to do"), and QEMU, as root, followed
+    the link a user put in a pool they may write (to a root-only file), or the backing
+    file a user wrote into a qcow2 header they own. A link root made in a root-only
+    directory (/dev/disk/by-id) is still followed."""
+    victim = tmp_path / "root-only"
+    victim.write_text("secret\n")
+    victim.chmod(0o600)
+    pool = searchable(tmp_path) / "pool"
+    pool.mkdir()
+    os.chown(pool, NOBODY, NOBODY)
+    as_nobody("ln", "-s", str(victim), str(pool / "vm-os.raw"))
+    machines = {"vm": {"id": "8b18191a-234f-45ce-b43c-b46e28cd2f70",
+                       "attrs": {"memory": {"ram": 64}},
+                       "volumes": [{"name": "os", "storage": "disks"}]}}
+    conf = make_config(tmp_path / "etc", {"storage": {"disks": {
+        "path": str(pool), "pattern": "${machine-name}-${volume}.raw", "type": "raw"}}},
+        machines)
+    assert_error(machina.run("prepare", "--dry-run", "vm", config_dir=conf),
+                 f"{pool} may be changed by a user other than root")
+    # a qcow2 image the user owns, in a root-only pool: its header is theirs
+    images = tmp_path / "images"
+    images.mkdir()
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(images / "vm-os.qcow2"),
+                    "16M"], check=True)
+    os.chown(images / "vm-os.qcow2", NOBODY, NOBODY)
+    conf = make_config(tmp_path / "etc", {"storage": {"disks": {
+        "path": str(images), "pattern": "${machine-name}-${volume}.qcow2",
+        "type": "qcow2"}}}, machines)
+    assert_error(machina.run("prepare", "--dry-run", "vm", config_dir=conf),
+                 f"{images / 'vm-os.qcow2'} may be written by a user other than root")
+    os.chown(images / "vm-os.qcow2", 0, 0)
+    res = machina.run("prepare", "--dry-run", "vm", config_dir=conf)
+    assert res.returncode == 0, res.stderr
+    # root's own link in a root-only directory is followed
+    os.rename(images / "vm-os.qcow2", images / "real.qcow2")
+    (images / "vm-os.qcow2").symlink_to("real.qcow2")
+    res = machina.run("prepare", "--dry-run", "vm", config_dir=conf)
+    assert res.returncode == 0, res.stderr

@@ -8,6 +8,7 @@ taps of its own: most teardowns have nothing to do, and find that out quickly.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -88,6 +89,27 @@ def plan_tpm(b: Built) -> list[HostAction]:
     return actions
 
 
+def _check_root_files(b: Built, chain: list[FileUse]) -> None:
+    """Root mode: QEMU, as root, follows links and opens what a qcow2 header names, so
+    each file it opens (volumes, media, NVRAM) and each qcow2 chain member must be
+    reached through directories only root may change, and a qcow2 image or backing file must be writable by root
+    alone (a user who may rewrite its header may name /etc/shadow as its backing file)."""
+    qcow2 = {image.path for image in b.plan.images} | {use.path for use in chain}
+    for path in dict.fromkeys([*(f.path for f in b.plan.files), *qcow2]):
+        try:
+            real = safepath.resolve_trusted(path)
+            st = os.stat(real)
+        except FileNotFoundError:
+            continue  # a missing volume: QEMU says so
+        if path in qcow2 and (st.st_uid != 0 or st.st_mode & 0o022):
+            raise HostError(
+                f"{path} may be written by a user other than root (owner uid {st.st_uid}, "
+                f"mode {stat.S_IMODE(st.st_mode):04o}): QEMU, as root, would open the "
+                "files its qcow2 header names",
+                (f"chown root {real} && chmod go-w {real}, or run the machine in "
+                 'least-privilege mode ("privileges": {"mode": "least"})',))
+
+
 def plan_prepare(host: HostFile, b: Built, *, tpm_only: bool = False) -> list[HostAction]:
     """Mediated devices; in least-privilege mode also file access, VFIO nodes and taps;
     the TPM state. With tpm_only, the TPM alone (the swtpm unit's ExecStartPre).
@@ -110,6 +132,8 @@ def plan_prepare(host: HostFile, b: Built, *, tpm_only: bool = False) -> list[Ho
                             "least-privilege mode (its unit allows writes only to the "
                             "volumes' own files)", ("convert the image to one without an "
                                                     "external data file (qemu-img convert)",))
+    if not m.least:
+        _check_root_files(b, chain)
     nv = b.plan.nvram
     new_nvram = ""
     if nv is not None and nvram.nvram_state(nv) == "missing":

@@ -122,6 +122,53 @@ def open_dir_nofollow(path: str) -> Iterator[int]:
         yield leaf.fd
 
 
+def _refuse_dir(parent: str, st: os.stat_result, path: str) -> UnsafePathError:
+    return UnsafePathError(
+        f"{parent} may be changed by a user other than root (owner uid {st.st_uid}, mode "
+        f"{stat.S_IMODE(st.st_mode):04o}), so root will not use {path} below it",
+        (f"keep such files in a directory only root may write to: chown root {parent} && "
+         f"chmod go-w {parent}",))
+
+
+def resolve_trusted(path: str) -> str:
+    """The real path of `path` for a program that follows links (a root QEMU), resolved
+    one name at a time as the kernel does: every directory a name is looked up in must be
+    one only root may change (or sticky, with the entry root's), so a link root put in
+    its own directory is followed (/dev/disk/by-id), and none a user could plant or swap
+    is. FileNotFoundError when a component is missing."""
+    todo = components(path)[::-1]
+    real: list[str] = []
+    hops = 0
+    while todo:
+        name = todo.pop()
+        if name in ("", "."):
+            continue
+        if name == "..":
+            if real:
+                real.pop()
+            continue
+        parent = "/" + "/".join(real)
+        parent_st = os.lstat(parent)
+        current = os.path.join(parent, name)
+        st = os.lstat(current)
+        if _writable_by_others(parent_st) and not (
+                parent_st.st_mode & stat.S_ISVTX and st.st_uid == 0):
+            raise _refuse_dir(parent, parent_st, path)
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > 40:
+                raise HostError(f"{path}: too many levels of symbolic links")
+            target = os.readlink(current)
+            if target.startswith("/"):
+                real = []
+            todo.extend(reversed(target.split("/")))
+            continue
+        real.append(name)
+        if todo and not stat.S_ISDIR(st.st_mode):
+            raise HostError(f"{current} is not a directory (on the way to {path})")
+    return "/" + "/".join(real)
+
+
 def check_socket_path(path: str, program: str = "QEMU", what: str = "QMP socket",
                       setting: str = "attrs.qmp.sockets") -> None:
     """Before a program running as root (QEMU, swtpm) binds a unix socket at `path` (it
