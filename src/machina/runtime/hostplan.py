@@ -92,8 +92,9 @@ def plan_tpm(b: Built) -> list[HostAction]:
 def _check_root_files(b: Built, chain: list[FileUse]) -> None:
     """Root mode: QEMU, as root, follows links and opens what a qcow2 header names, so
     each file it opens (volumes, media, NVRAM) and each qcow2 chain member must be
-    reached through directories only root may change, and a qcow2 image or backing file must be writable by root
-    alone (a user who may rewrite its header may name /etc/shadow as its backing file)."""
+    reached through directories only root may change, and a qcow2 image or backing file
+    must be writable by root alone (a user who may rewrite its header may name
+    /etc/shadow as its backing file)."""
     qcow2 = {image.path for image in b.plan.images} | {use.path for use in chain}
     for path in dict.fromkeys([*(f.path for f in b.plan.files), *qcow2]):
         try:

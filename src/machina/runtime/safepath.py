@@ -66,6 +66,14 @@ def _open_at(parent: int, name: str, where: str) -> int:
         raise HostError(f"cannot open {where}: {exc.strerror or exc}") from exc
 
 
+def _refuse_dir(parent: str, st: os.stat_result, path: str, verb: str) -> UnsafePathError:
+    return UnsafePathError(
+        f"{parent} may be changed by a user other than root (owner uid {st.st_uid}, mode "
+        f"{stat.S_IMODE(st.st_mode):04o}), so root will not {verb} {path} below it",
+        (f"keep such files in a directory only root may write to: chown root {parent} && "
+         f"chmod go-w {parent}",))
+
+
 @contextmanager
 def open_nofollow(path: str) -> Iterator[Leaf]:
     """The file at `path`, every component opened without following links. Raises
@@ -91,13 +99,7 @@ def open_nofollow(path: str) -> Iterator[Leaf]:
                     ("give the real path in the config, with no link on the way",))
             if _writable_by_others(parent_st) and not (
                     parent_st.st_mode & stat.S_ISVTX and st.st_uid == 0):
-                parent = os.path.dirname(where)
-                raise UnsafePathError(
-                    f"{parent} may be changed by a user other than root (owner uid "
-                    f"{parent_st.st_uid}, mode {stat.S_IMODE(parent_st.st_mode):04o}), so "
-                    f"root will not change {path} below it",
-                    (f"keep such files in a directory only root may write to: chown root "
-                     f"{parent} && chmod go-w {parent}",))
+                raise _refuse_dir(os.path.dirname(where), parent_st, path, "change")
             if i < len(names) - 1 and not stat.S_ISDIR(st.st_mode):
                 raise HostError(f"{where} is not a directory (on the way to {path})")
         yield Leaf(path, fd, st)
@@ -120,14 +122,6 @@ def open_dir_nofollow(path: str) -> Iterator[int]:
                 (f"use a directory only root may write to: chown root {path} && "
                  f"chmod go-w {path}",))
         yield leaf.fd
-
-
-def _refuse_dir(parent: str, st: os.stat_result, path: str) -> UnsafePathError:
-    return UnsafePathError(
-        f"{parent} may be changed by a user other than root (owner uid {st.st_uid}, mode "
-        f"{stat.S_IMODE(st.st_mode):04o}), so root will not use {path} below it",
-        (f"keep such files in a directory only root may write to: chown root {parent} && "
-         f"chmod go-w {parent}",))
 
 
 def resolve_trusted(path: str) -> str:
@@ -153,7 +147,7 @@ def resolve_trusted(path: str) -> str:
         st = os.lstat(current)
         if _writable_by_others(parent_st) and not (
                 parent_st.st_mode & stat.S_ISVTX and st.st_uid == 0):
-            raise _refuse_dir(parent, parent_st, path)
+            raise _refuse_dir(parent, parent_st, path, "use")
         if stat.S_ISLNK(st.st_mode):
             hops += 1
             if hops > 40:
