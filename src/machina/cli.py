@@ -742,6 +742,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         hook = hook_namespace(args[1:])
         if hook is not None:
             ns = hook
+            if ns.command == "shutdown":  # the unit's ExecStop of a running machine
+                from machina.runtime.shutdown import Target, shutdown_one, system_session
+
+                name = ns.machines[0]
+                session = system_session(name)
+                if session is not None:
+                    shutdown_one(Target(name, True, ()), wait=ns.wait,
+                                 timeout=max(0.0, ns.timeout), session=session)
+                    return 0
         else:
             parser = build_parser(prog, command_word(args[1:]))
             try:

@@ -117,6 +117,7 @@ def qmp_socket_paths(machine_name: str, names: tuple[str, ...],
 
 
 def system_socket(machine_name: str) -> str:
+    """runtime/shutdown.py's SYSTEM_SOCKET (a test checks they agree)."""
     return join_path(RUN_DIR, machine_name, "systemd.0.qmp.socket")
 
 

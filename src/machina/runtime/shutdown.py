@@ -35,16 +35,39 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
-def shutdown_one(target: Target, *, wait: bool, timeout: float) -> None:
-    name = target.name
-    if not target.qmp_enabled:
-        say(f"{name}: Failed to issue shutdown command: no QMP socket available.")
-        return
+#: Where QEMU's socket for the unit's ExecStop is: RuntimeDirectory=machina/NAME
+#: (plan/devices.py's system_socket; this module does not import the config pipeline).
+SYSTEM_SOCKET = "/run/machina/{}/systemd.0.qmp.socket"
+
+
+def system_session(name: str) -> qmpwire.Session | None:
+    """The session on a running machine's systemd QMP socket, found from its name alone,
+    else None (then the caller loads the config, which says why there is none).
+
+    The unit's ExecStop runs at every VM stop: loading the config pipeline cost ~13 ms of
+    it, and a config broken since the start would stop the machine from being shut down.
+    A name that is not one plain path component is not looked up."""
+    if not name or "/" in name or name in (".", "..") or "\0" in name:
+        return None
     try:
-        session = qmpwire.connect(target.sockets)
-    except MachinaError as exc:
-        say(f"{name}: Failed to issue shutdown command: {exc}")
-        return
+        return qmpwire.connect((SYSTEM_SOCKET.format(name),))
+    except (MachinaError, OSError):
+        return None
+
+
+def shutdown_one(target: Target, *, wait: bool, timeout: float,
+                 session: qmpwire.Session | None = None) -> None:
+    """Shut one machine down; `session` is one already connected (system_session)."""
+    name = target.name
+    if session is None:
+        if not target.qmp_enabled:
+            say(f"{name}: Failed to issue shutdown command: no QMP socket available.")
+            return
+        try:
+            session = qmpwire.connect(target.sockets)
+        except MachinaError as exc:
+            say(f"{name}: Failed to issue shutdown command: {exc}")
+            return
     with session:
         try:
             session.execute("system_powerdown")
