@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import IO, TYPE_CHECKING, NoReturn
 
 from machina.errors import Failure, MachinaError, UsageError
 
@@ -27,17 +28,15 @@ if TYPE_CHECKING:
 
 # --- commands ----------------------------------------------------------------------------
 
+def _block(i: int, count: int, name: str, text: str) -> str:
+    """The i-th of `count` machine texts: an empty line before it unless first and, when
+    there are two or more, a `----NAME----` line (commands.md §1, decisions D1)."""
+    return ("\n" if i else "") + (f"----{name}----\n" if count > 1 else "") + text
+
+
 def _blocks(items: Sequence[tuple[str, str]]) -> str:
-    """Texts of several machines: an empty line between them and, when there are two or
-    more, a `----NAME----` line before each (commands.md §1, decisions D1)."""
-    out = []
-    for i, (name, text) in enumerate(items):
-        if i:
-            out.append("\n")
-        if len(items) > 1:
-            out.append(f"----{name}----\n")
-        out.append(text)
-    return "".join(out)
+    """Texts of several machines, each a _block."""
+    return "".join(_block(i, len(items), name, text) for i, (name, text) in enumerate(items))
 
 
 #: Commands that build machines and end: Python's cyclic garbage collector is off while
@@ -47,23 +46,35 @@ def _blocks(items: Sequence[tuple[str, str]]) -> str:
 BATCH_COMMANDS = frozenset({"args", "cat", "generate", "list", "check"})
 
 
-def _texts(cfg: Configs, machines: Sequence[str],
-           render: Callable[[Built], str]) -> list[tuple[str, str]]:
-    """(name, text) of each machine, built and rendered one after the other so that only
-    the texts stay in memory; the first error stops before anything is printed."""
+@contextmanager
+def _spool(cfg: Configs, machines: Sequence[str],
+           render: Callable[[Built], str]) -> Iterator[IO[str]]:
+    """The texts of the machines, as _blocks joins them, in an anonymous temporary file
+    (rewound, closed on leaving): each machine is built, rendered, written there and
+    dropped, so that neither the machines nor their texts stay in memory, and the first
+    error stops before anything is printed."""
+    import tempfile
+
     cfg.host()
-    out = []
-    for arg in machines:
-        b = cfg.build(arg)
-        out.append((b.machine.name, render(b)))
-    return out
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="surrogateescape",
+                                newline="") as out:
+        for i, arg in enumerate(machines):
+            b = cfg.build(arg)
+            text = render(b)
+            out.write(_block(i, len(machines), b.machine.name, text))
+            del b, text
+        out.seek(0)
+        yield out
 
 
 def cmd_args(cfg: Configs, ns: argparse.Namespace) -> int:
+    import shutil
+
     from machina.qemu.argv import render_args_text
 
-    sys.stdout.write(_blocks(_texts(cfg, ns.machines,
-                                    lambda b: render_args_text(b.plan.options()) + "\n")))
+    with _spool(cfg, ns.machines,
+                lambda b: render_args_text(b.plan.options()) + "\n") as spool:
+        shutil.copyfileobj(spool, sys.stdout)
     return 0
 
 
@@ -213,9 +224,11 @@ def cmd_generate(cfg: Configs, ns: argparse.Namespace) -> int:
             return _preview([(name, unit.render())
                              for name, unit in render_machine_units(b.machine, b.plan)])
 
-        texts = _texts(cfg, ns.machines, render)
-        _check_images(cfg, images)
-        sys.stdout.write(_blocks(texts))
+        import shutil
+
+        with _spool(cfg, ns.machines, render) as spool:
+            _check_images(cfg, images)
+            shutil.copyfileobj(spool, sys.stdout)
         return 0
     built = cfg.build_all(ns.machines)
     units = [(b.machine.name, [(name, unit.render())

@@ -22,22 +22,24 @@ MAX_SCSI = 28
 
 @dataclass
 class Controller:
-    """A controller behind a root port and the devices on its bus."""
+    """A controller behind a root port and the devices on its bus. It holds the port's id,
+    not the port (whose `device` it is): no reference cycle, so a machine's plan is freed
+    as soon as it is rendered even with the garbage collector off (cli.BATCH_COMMANDS)."""
 
     kind: str                      # "serial", "usb", "scsi"
-    root: RootPort
+    bus: str                       # its root port's id
     children: list[Opt] = field(default_factory=list)
 
     def head(self) -> Opt:
         match self.kind:
             case "serial":
-                return opt("device", "virtio-serial-pci", ("id", "serial"), ("bus", self.root.id))
+                return opt("device", "virtio-serial-pci", ("id", "serial"), ("bus", self.bus))
             case "usb":
                 ports = max(4, len(self.children))
-                return opt("device", "qemu-xhci", ("id", "usb"), ("bus", self.root.id),
+                return opt("device", "qemu-xhci", ("id", "usb"), ("bus", self.bus),
                            ("p2", ports), ("p3", ports))
             case "scsi":
-                return opt("device", "virtio-scsi-pci", ("id", "scsi"), ("bus", self.root.id),
+                return opt("device", "virtio-scsi-pci", ("id", "scsi"), ("bus", self.bus),
                            ("iothread", "iothread.0"), ("num_queues", 4))
             case _:
                 raise AssertionError(self.kind)
@@ -146,7 +148,7 @@ class Topology:
         found = self.controllers.get(kind)
         if found is None:
             port = self.add_root_port()
-            found = Controller(kind, port)
+            found = Controller(kind, port.id)
             port.device = found
             self.controllers[kind] = found
         return found
