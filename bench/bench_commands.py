@@ -14,8 +14,8 @@ baseline's median.
 
 The hooks (target 4) need root: they run in a network namespace of their own with a
 bridge, as the units run them: machina-ifup/-ifdown TAP for a machine in root mode (the
-tap made beforehand, as QEMU makes it), prepare/teardown of a least-privilege machine
-(which make and remove its tap). Without root they are left out.
+tap made beforehand, as QEMU makes it; ifdown after ifup, which marks it), prepare/teardown
+of a least-privilege machine (which make and remove its tap). Without root they are left out.
 
     bench/bench_commands.py [--runs 15] [--pyz dist/machina.pyz]
 """
@@ -181,13 +181,14 @@ def main() -> int:
             nse = ["ip", "netns", "exec", ns]
             hook_env = dict(env, MACHINA_CONFIG_DIR=cfg)
             mktap = [*nse, "ip", "tuntap", "add", "dev", tap, "mode", "tap"]
+            ifup = [*nse, str(bindir / "machina-ifup"), tap]
             hbase = Series("python3 -I -S -c pass (in the netns)",
                            [*nse, PYTHON, "-I", "-S", "-c", "pass"], env)
             hooks = [
                 Series(f"machina-ifup {tap}", [*nse, str(bindir / "machina-ifup"), tap],
                        hook_env, before=[mktap]),
                 Series(f"machina-ifdown {tap}", [*nse, str(bindir / "machina-ifdown"), tap],
-                       hook_env, before=[mktap]),
+                       hook_env, before=[mktap, ifup]),  # as QEMU: ifup (which marks it) first
                 Series(f"machina prepare {lname} (least privilege: makes the tap)",
                        [*nse, pyz, "--config-dir", lcfg, "prepare", lname], env),
                 Series(f"machina teardown {lname} (least privilege: removes the tap)",

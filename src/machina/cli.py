@@ -739,6 +739,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     as_json = False
     try:
         if prog.endswith("-ifup") or prog.endswith("-ifdown"):
+            if prog.endswith("-ifdown") and len(args) == 2 and not args[1].startswith("-"):
+                from machina.runtime import net  # QEMU's downscript=: a tap machina marked
+
+                if net.fast_disconnect(args[1]):
+                    sys.stdout.write(f"{args[1]}: disabled\n")
+                    return 0
             from machina.runtime import commands
 
             try:

@@ -437,6 +437,39 @@ def test_ifup_unknown_link_fails(netns: Netns, setup: Setup) -> None:
     assert "master" not in (ns.link("stray0") or {})
 
 
+def test_ifdown_without_the_config_detaches_only_a_tap_ifup_marked(
+        netns: Netns, setup: Setup, tmp_path: Path) -> None:
+    """ifup marks the tap it attaches (alias ``machina:MACHINE``); ifdown then detaches
+    it with no config to read (the stop path's fast way). A link of a machine's tap name
+    without that mark (no alias, another machine's, not a tap) goes the config way: with
+    no config, the error of before and the link left on the bridge."""
+    ns, s = netns, setup
+    s.write_machine("fastvm", _machine_stub())
+    ns.ip("tuntap", "add", "dev", "fastvm.0", "mode", "tap")
+    res = ns.run([str(s.ifup), "fastvm.0"], env=s.env)
+    assert (res.returncode, res.stdout, res.stderr) == (0, "fastvm.0: enabled\n", "")
+    assert_on_bridge(ns, "fastvm.0")
+    assert (ns.link("fastvm.0") or {}).get("ifalias") == "machina:fastvm"
+
+    no_config = dict(s.base_env, MACHINA_CONFIG_DIR=str(tmp_path / "absent"))
+    res = ns.run([str(s.ifdown), "fastvm.0"], env=no_config)
+    assert (res.returncode, res.stdout, res.stderr) == (0, "fastvm.0: disabled\n", "")
+    assert_detached(ns, "fastvm.0")
+
+    ns.ip("tuntap", "add", "dev", "fastvm.1", "mode", "tap")          # no alias
+    ns.ip("tuntap", "add", "dev", "fastvm.2", "mode", "tap")          # another's alias
+    ns.ip("link", "set", "fastvm.2", "alias", "machina:other")
+    ns.ip("link", "add", "fastvm.3", "type", "veth", "peer", "name", "fv3peer")  # no tap
+    ns.ip("link", "set", "fastvm.3", "alias", "machina:fastvm")
+    for link in ("fastvm.1", "fastvm.2", "fastvm.3"):
+        ns.ip("link", "set", link, "master", BRIDGE, "up")
+        res = ns.run([str(s.ifdown), link], env=no_config)
+        assert res.returncode == 1, (link, res)
+        assert res.stdout == "", (link, res.stdout)
+        assert res.stderr.startswith("machina-ifdown: error: "), (link, res.stderr)
+        assert_on_bridge(ns, link)
+
+
 NOBODY = 65534
 
 

@@ -337,7 +337,7 @@ def _apply(host: HostFile, s: Selected, enable: bool) -> None:
         network = host.network.get(s.connection.network)
         if network is None:
             raise HostError(f'invalid network name "{s.connection.network}"')
-        net.link_connect(s.link, network.device)
+        net.link_connect(s.link, network.device, s.machine.name)
     else:
         net.link_disconnect(s.link)
 

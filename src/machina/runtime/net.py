@@ -48,14 +48,21 @@ def bridge_problems(bridges: Sequence[str]) -> dict[str, HostError]:
     return out
 
 
-def link_connect(link: str, bridge: str) -> None:
-    """Bring the link up and enslave it to the bridge."""
+def link_connect(link: str, bridge: str, machine: str | None = None) -> None:
+    """Bring the link up and enslave it to the bridge; with machine (machina-ifup,
+    connect), a tap without an alias gets the machine's (tap_alias), which lets
+    machina-ifdown prove the tap is machina's without the config (fast_disconnect)."""
     with _ipr() as ipr:
         index = _index(ipr, link)
         if index is None:
             raise HostError(f"link not found: {link}")
         _check_tap(ipr, index, link)
         bridge_index = _bridge(ipr, bridge)
+        if machine is not None and ipr.link(index).alias == "":
+            try:
+                ipr.set(index, alias=tap_alias(machine))
+            except Exception as exc:
+                raise HostError(f"failed to mark the tap as {machine}'s: {exc}") from exc
         try:
             ipr.set(index, up=True)
         except Exception as exc:
@@ -81,6 +88,32 @@ def link_disconnect(link: str) -> None:
             ipr.set(index, up=False)
         except Exception as exc:
             raise HostError(f"failed to turn the link down: {exc}") from exc
+
+
+def fast_disconnect(link: str) -> bool:
+    """machina-ifdown LINK without the config: take the link off its bridge and set it
+    down, as link_disconnect, when it is a tap whose alias is `machina:NAME` (only root
+    sets an alias: machina-ifup or prepare did) and whose name is one of NAME's
+    connections (`NAME.CONN`). False, with nothing changed or only what the config path
+    redoes, in every other case (no such link, not a tap, no alias, a hashed name, any
+    error): the caller then loads the config and reports as before."""
+    try:
+        with Netlink() as ipr:
+            index = link_index(link)
+            if index is None:
+                return False
+            found = ipr.link(index)
+            machine = found.alias.removeprefix(tap_alias(""))
+            if (found.kind != "tun" or found.alias != tap_alias(machine) or not machine
+                    or not (machine.isascii() and machine.isprintable())
+                    or " " in machine or "/" in machine
+                    or not link.startswith(machine + ".")):
+                return False
+            ipr.set(index, master=0)
+            ipr.set(index, up=False)
+    except Exception:
+        return False
+    return True
 
 
 def tap_alias(machine: str) -> str:
