@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from machina.config.load import load_machine
+from machina.config.load import check_machine_name, load_machine
 from machina.config.resolve import resolve_machine
 from machina.config.schema import HostFile
 from machina.config.values import visible
@@ -40,13 +40,20 @@ def _colour() -> bool:
             and os.environ.get("TERM") != "dumb")
 
 
-def _companions(cfg: Configs, name: str) -> tuple[str, ...]:
-    """The machine's companion units (its swtpm unit), () when it has none or its config
-    does not build: the machine's own line shows config errors."""
+def _read(cfg: Configs, name: str) -> tuple[str, tuple[str, ...]]:
+    """The end of the machine's line (its description, or why its file does not load) and
+    its companion units (its swtpm unit), () when it has none or its config does not build:
+    the machine's own line shows config errors. The file is loaded once for both."""
     try:
-        return machine_units(cfg.machine(name))[1:]
+        mf = load_machine(cfg.where.machine_path(name))
+    except MachinaError as exc:
+        return ": " + str(exc).replace("\n", "; "), ()  # one line per machine
+    end = f"  ({mf.description})" if mf.description else ""
+    try:  # as cfg.machine(name), from the file just loaded
+        check_machine_name(name)
+        return end, machine_units(resolve_machine(mf, cfg.host()))[1:]
     except MachinaError:
-        return ()
+        return end, ()
 
 
 def _kind(companion: str) -> str:
@@ -57,7 +64,8 @@ def _kind(companion: str) -> str:
 def list_machines(cfg: Configs, *, live: bool = True) -> str:
     names = cfg.where.machine_names()
     units = [unit_name(n) for n in names]
-    companions = {n: _companions(cfg, n) for n in names}
+    read = {n: _read(cfg, n) for n in names}
+    companions = {n: c for n, (_, c) in read.items()}
     extra = [c for n in names for c in companions[n]]
     states = unit_states(units + extra) if live else {}
     now = time.time()
@@ -68,14 +76,7 @@ def list_machines(cfg: Configs, *, live: bool = True) -> str:
         lines += [(COMPANION_MARK + _kind(c), c, c) for c in companions[name]]
     for name, unit, companion in lines:
         st = states.get(unit, UnitState())
-        if companion:
-            end = f"  ({companion})"
-        else:
-            try:
-                mf = load_machine(cfg.where.machine_path(name))
-                end = f"  ({mf.description})" if mf.description else ""
-            except MachinaError as exc:
-                end = ": " + str(exc).replace("\n", "; ")  # one line per machine
+        end = f"  ({companion})" if companion else read[name][0]
         state = (f"{st.active}/{st.sub}" if st.active and st.sub and st.active != st.sub
                  else st.active or st.sub)
         since = _since(st)
