@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from machina.errors import HostError
-from machina.runtime.netlink import Netlink, link_index, tap_add
+from machina.runtime.netlink import Link, Netlink, link_index, tap_add
 
 
 def _ipr() -> Netlink:
@@ -56,9 +56,9 @@ def link_connect(link: str, bridge: str, machine: str | None = None) -> None:
         index = _index(ipr, link)
         if index is None:
             raise HostError(f"link not found: {link}")
-        _check_tap(ipr, index, link)
+        tap = _check_tap(ipr, index, link)
         bridge_index = _bridge(ipr, bridge)
-        if machine is not None and ipr.link(index).alias == "":
+        if machine is not None and tap.alias == "":
             try:
                 ipr.set(index, alias=tap_alias(machine))
             except Exception as exc:
@@ -130,12 +130,14 @@ def _tap_owner(ipr: Netlink, index: int) -> tuple[str | None, int | None]:
     return link.alias, link.tun_group
 
 
-def _check_tap(ipr: Netlink, index: int, link: str) -> None:
+def _check_tap(ipr: Netlink, index: int, link: str) -> Link:
     """Connect and disconnect act on taps only: never on a host interface whose name a
-    machine's connection happens to give (`eth0` + `10` is `eth0.10`)."""
-    if _tap_owner(ipr, index) == (None, None):
+    machine's connection happens to give (`eth0` + `10` is `eth0.10`). The tap, as read."""
+    found = ipr.link(index)
+    if found.kind != "tun":
         raise HostError(f'network link "{link}" is not a tap: machina connects and '
                         "disconnects only the taps of its machines")
+    return found
 
 
 def _ours(ipr: Netlink, index: int, machine: str, gid: int) -> bool:
