@@ -166,12 +166,16 @@ def certificate_subjects(tool: str, path: str) -> dict[str, list[str]]:
     return out
 
 
+def ms_2023_target(template: str, out_dir: str) -> str:
+    """Where `build_ms_2023` puts its copy of template (also what --dry-run shows)."""
+    stem = os.path.basename(template).removesuffix(".fd")
+    return os.path.join(out_dir, f"{stem}-2023.fd")
+
+
 def build_ms_2023(tool: str, template: str, out_dir: str) -> str:
     """A copy of the template with Microsoft's KEK and db certificates of 2011 and 2023
     enrolled (Microsoft's OEM PK, Secure Boot on); checked, then moved into place."""
-    base = os.path.basename(template)
-    stem = base[:-3] if base.endswith(".fd") else base
-    target = os.path.join(out_dir, f"{stem}-2023.fd")
+    target = ms_2023_target(template, out_dir)
     os.makedirs(out_dir, mode=0o755, exist_ok=True)
     # a directory a user may change is refused (they could plant a link where
     # virt-fw-vars writes, or swap the template later); the output goes to a new private
@@ -179,7 +183,7 @@ def build_ms_2023(tool: str, template: str, out_dir: str) -> str:
     with safepath.open_dir_nofollow(out_dir):
         pass
     work = tempfile.mkdtemp(prefix=".machina-", dir=out_dir)
-    tmp = os.path.join(work, f"{stem}-2023.fd")
+    tmp = os.path.join(work, os.path.basename(target))
     try:
         proc.run([tool, "--input", template, "--output", tmp, "--enroll-microsoft",
                   "--microsoft-kek", "all", "--microsoft-db", "all", "--secure-boot"],
@@ -241,11 +245,8 @@ def detect(dirs: Sequence[str], *, microsoft_2023: bool, tool: str | None,
             raise HostError(f"no firmware with enrolled keys ({MS_PROFILE}) was found to "
                             "add the 2023 certificates to")
         exe = find_virt_fw_vars(tool)
-        if dry_run:
-            stem = os.path.basename(fw.vars_template).removesuffix(".fd")
-            target = os.path.join(template_dir, f"{stem}-2023.fd")
-        else:
-            target = build_ms_2023(exe, fw.vars_template, template_dir)
+        target = (ms_2023_target(fw.vars_template, template_dir) if dry_run
+                  else build_ms_2023(exe, fw.vars_template, template_dir))
         entries[MS_PROFILE] = Firmware(
             code=fw.code, vars_template=target, features=fw.features, machines=fw.machines,
             description=f"{fw.description}, with Microsoft's 2011 and 2023 KEK and db "
