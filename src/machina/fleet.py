@@ -83,13 +83,11 @@ WHAT = {"mac": "MAC address", "port": "port", "uuid": "machine id", "wwn": "WWN"
 
 def _ports(m: Machine) -> Iterable[tuple[str, int]]:
     a = m.attrs
-    for enabled, what, port, pattern in (
-            (a.spice_enabled and not a.spice_unix, "SPICE", a.spice_port,
-             a.spice_port_pattern),
-            (a.agent_enabled and not a.agent_unix, "guest agent", a.agent_port,
-             a.agent_port_pattern)):
-        if enabled:
-            yield what, effective_port(port, pattern, m.vars, strict=True)
+    settings = {"SPICE": (a.spice_port, a.spice_port_pattern),
+                "guest agent": (a.agent_port, a.agent_port_pattern)}
+    for what in tcp_listeners(m):
+        port, pattern = settings[what]
+        yield what, effective_port(port, pattern, m.vars, strict=True)
 
 
 def _index_member(index: _Index, x: Member, fleet: bool, written: set[str]) -> None:
@@ -196,12 +194,10 @@ def exposures(m: Machine) -> list[Failure]:
     """Warnings for what listens on 127.0.0.1, where every local user can connect (the
     reference's form; issue 7, item 12). Kind "exposure" in `check`."""
     out = []
-    ports = dict(_ports(m))
-    for what in tcp_listeners(m):
+    for what, port in _ports(m):
         text, setting = _EXPOSED[what]
-        port = f":{ports[what]}" if what in ports else ""
         out.append(Failure(
-            f"machine {m.name}: {what} listens on 127.0.0.1{port} {text}",
+            f"machine {m.name}: {what} listens on 127.0.0.1:{port} {text}",
             (f"set {setting}: a socket in /run/machina/{m.name}/group that only root and "
              f"the group {m.group_name} can use",)))
     return out
