@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from machina import identity
+from machina.config.resolve import resolve_machine
 from machina.config.schema import Connection, HostFile
 from machina.core import Built, Configs
 from machina.errors import Failure, HostError, MachinaError
@@ -39,9 +40,10 @@ def _machine_units(cfg: Configs, arg: str) -> tuple[str, ...]:
     merged any more still gets its own unit."""
     from machina.systemd.render import machine_units
 
-    own = f"machina-{cfg.machine_file(arg).name}"
-    try:
-        return (own, *machine_units(cfg.machine(arg))[1:])
+    mf = cfg.machine_file(arg)
+    own = f"machina-{mf.name}"
+    try:  # cfg.machine(arg), from the file just loaded
+        return (own, *machine_units(resolve_machine(mf, cfg.host()))[1:])
     except MachinaError:
         return (own,)
 
