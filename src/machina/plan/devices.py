@@ -308,7 +308,6 @@ class _Builder:
         self.globals: list[tuple[str, str, str]] = []
         self.mons: list[str] = []
         self.spice: Opt | None = None
-        self.smm = False
         self.blocks = 0  # virtio-blk devices (raw-block volumes)
 
     # block nodes
@@ -451,7 +450,6 @@ class _Builder:
         self.plan.nvram = Nvram(nvram, fw.vars_template)
         self.plan.firmware = chosen
         if fw.smm:
-            self.smm = True
             self.globals.append(("cfi.pflash01", "secure", "on"))
 
     def firmware(self) -> None:
@@ -624,9 +622,10 @@ class _Builder:
         out.append(Opt("nodefaults"))
         out.append(Opt("nographic"))
         pflash = dict(zip(("pflash0", "pflash1"), self.pflash, strict=False))
+        smm = self.plan.firmware is not None and self.plan.firmware.firmware.smm
         out.append(opt("machine", None, ("type", m.machine_type),
                        ("vmport", "off" if self.spice else None),
-                       ("smm", "on" if self.smm else None),
+                       ("smm", "on" if smm else None),
                        ("pflash0", pflash.get("pflash0")), ("pflash1", pflash.get("pflash1"))))
         hv: list[tuple[str, str | int | None]] = []
         if a.enlightenments and a.enlightenments_level == "full":
