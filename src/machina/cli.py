@@ -265,14 +265,15 @@ def cmd_generate(cfg: Configs, ns: argparse.Namespace) -> int:
 
     # all or nothing (issue 7, item 9): every check first, then groups, then every unit
     files = [u for _, texts in units for u in texts]
-    grouped = [b for b in built if b.machine.least or group_sockets(b.machine)]
-    groups = ([b.machine for b in grouped if access.group_missing(b.machine)]
+    grouped = [b.machine.least or group_sockets(b.machine) for b in built]
+    groups = ([b.machine for b, g in zip(built, grouped, strict=True)
+               if g and access.group_missing(b.machine)]
               if ns.unit_dir is None else [])
     unitfiles.check_unit_dir([name for name, _ in files], ns.unit_dir)
-    for b in built:
+    for b, in_group in zip(built, grouped, strict=True):
         for warning in exposures(b.machine):
             _print_warning(prog_name(), warning)
-        if ns.unit_dir is not None and b in grouped:
+        if ns.unit_dir is not None and in_group:
             m = b.machine
             _print_warning(prog_name(), Failure(
                 f"{m.name} uses its group {m.group_name}; create it on the host "
