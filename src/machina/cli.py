@@ -201,8 +201,6 @@ def _check_images(cfg: Configs, images: Sequence[Image]) -> None:
     """The qcow2 headers of the images, where reachable (prepare checks them again)."""
     if not images:
         return
-    import os
-
     from machina.runtime.images import check_image
 
     for image in images:
