@@ -39,7 +39,7 @@ def json_pointer(path: str) -> str | None:
             pos = end + 1
         else:
             return None
-    return "".join("/" + t.replace("~", "~0").replace("/", "~1") for t in tokens)
+    return pointer_of(*tokens)
 
 
 def pointer_of(*tokens: str | int) -> str:
