@@ -228,13 +228,19 @@ def classify_units(before: str, after: str) -> list[Change]:
     except (UnitSyntaxError, ValueError) as exc:
         return [Change(cls=GUEST, what="unreadable", where="ExecStart",
                        before=f"(cannot be read back: {exc})", after=None)]
-    out = argv_changes
-    old, new = _grouped(old_rest), _grouped(new_rest)
+    return argv_changes + _setting_changes(_grouped(old_rest), _grouped(new_rest))
+
+
+def _setting_changes(old: dict[str, list[str]], new: dict[str, list[str]],
+                     unit: str = "") -> list[Change]:
+    """Host-only changes of unit settings (`_grouped`), each compared as text; `unit`
+    (a companion's name) comes before the setting in `where`."""
+    out = []
     for key in [*old, *(k for k in new if k not in old)]:
         a, b = old.get(key), new.get(key)
         if a != b:
-            name = key.split("] ", 1)[1]
-            out.append(Change(cls=HOST, what=_unit_what(name), where=key,
+            out.append(Change(cls=HOST, what=_unit_what(key.split("] ", 1)[1]),
+                              where=f"{unit} {key}" if unit else key,
                               before=None if a is None else "\n".join(a),
                               after=None if b is None else "\n".join(b)))
     return out
@@ -273,15 +279,7 @@ def companion_changes(c: Companion) -> list[Change]:
     except UnitSyntaxError as exc:
         return [Change(cls=HOST, what="unreadable", where=c.unit,
                        before=f"(cannot be read back: {exc})", after=None)]
-    out = []
-    for key in [*old, *(k for k in new if k not in old)]:
-        a, b = old.get(key), new.get(key)
-        if a != b:
-            out.append(Change(cls=HOST, what=_unit_what(key.split("] ", 1)[1]),
-                              where=f"{c.unit} {key}",
-                              before=None if a is None else "\n".join(a),
-                              after=None if b is None else "\n".join(b)))
-    return out
+    return _setting_changes(old, new, c.unit)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
