@@ -18,8 +18,8 @@ them, so the build keeps them the same way:
 The same for the one other thing dataclasses computes at every start: the `__doc__` of a
 class without a docstring, `Name(field: type = default, ...)`, from `inspect.signature`.
 `inspect` (with ast, dis, tokenize, linecache: ~9 ms) is used for nothing else on the
-commands' path, so install() puts it in sys.modules as a lazy module (importlib.util's
-LazyLoader: loaded at its first attribute access) and answers dataclasses' `signature`
+commands' path, so install() puts it in sys.modules as a deferred module (_Deferred:
+imported at its first attribute access) and answers dataclasses' `signature`
 calls from the table for the classes the build saw (keyed by module and qualified name;
 a name the build saw twice with two signatures is left out).
 
@@ -136,7 +136,6 @@ def install() -> None:
 def record(package: str, output: str) -> int:
     """Import every module of `package` (not __main__), write the table; return its size."""
     import dataclasses
-    import importlib
     import inspect
     import pkgutil
 
