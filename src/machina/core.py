@@ -52,6 +52,7 @@ class Configs:
         machine name (one unit file for both), or a renamed machine's name is another
         file's name (its unit's `machina prepare NAME` would load that file)."""
         index = self.where.machines_by_name()
+        files = {stem for stems in index.values() for stem in stems}  # machine_names()
         out = []
         for m in machines:
             owners = index.get(m.name, [])
@@ -59,7 +60,7 @@ class Configs:
                 out.append(f'several machine files name the machine "{m.name}": '
                            + ", ".join(o + ".conf.json" for o in owners)
                            + f"; their units would be one file, machina-{m.name}.service")
-            elif m.file_name != m.name and m.name in self.where.machine_names():
+            elif m.file_name != m.name and m.name in files:
                 out.append(f'{m.file_name}.conf.json names its machine "{m.name}", but '
                            f"{m.name}.conf.json is another machine: the unit's "
                            f'"machina prepare {m.name}" would load that file')
