@@ -104,7 +104,7 @@ class PathList:
 
     def render(self) -> str:
         def one(p: str) -> str:
-            if all(c in SAFE for c in p):
+            if SAFE.issuperset(p):
                 return p.replace("%", "%%")
             return '"' + p.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%") + '"'
         return " ".join(one(("-" if p in self.optional else "") + p) for p in self.paths)
